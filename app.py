@@ -1,0 +1,119 @@
+"""testbuy Chalice app: wires blueprints, Lambda entry points and schedules. No logic lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Chalice, Rate
+
+from chalicelib import tasks
+from chalicelib.api import finance, lab, programs, webhooks
+
+app = Chalice(app_name="testbuy")
+app.register_blueprint(programs.bp)
+app.register_blueprint(lab.bp)
+app.register_blueprint(finance.bp)
+app.register_blueprint(webhooks.bp)
+
+
+@app.route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+# --- state-machine tasks: one Lambda function each (money-moving ones get their own IAM policy in .chalice/) ---
+
+
+@app.lambda_function(name="round_load_program")
+def round_load_program(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("round_load_program", event)
+
+
+@app.lambda_function(name="round_sample_sellers")
+def round_sample_sellers(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("round_sample_sellers", event)
+
+
+@app.lambda_function(name="round_start_order")
+def round_start_order(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("round_start_order", event)
+
+
+@app.lambda_function(name="round_await_orders")
+def round_await_orders(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("round_await_orders", event)
+
+
+@app.lambda_function(name="round_aggregate")
+def round_aggregate(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("round_aggregate", event)
+
+
+@app.lambda_function(name="round_failed")
+def round_failed(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("round_failed", event)
+
+
+@app.lambda_function(name="order_reserve_budget")
+def order_reserve_budget(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_reserve_budget", event)
+
+
+@app.lambda_function(name="order_assign_persona")
+def order_assign_persona(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_assign_persona", event)
+
+
+@app.lambda_function(name="order_place")
+def order_place(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_place", event)
+
+
+@app.lambda_function(name="order_await_delivery")
+def order_await_delivery(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_await_delivery", event)
+
+
+@app.lambda_function(name="order_forward_to_lab")
+def order_forward_to_lab(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_forward_to_lab", event)
+
+
+@app.lambda_function(name="order_await_verdict")
+def order_await_verdict(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_await_verdict", event)
+
+
+@app.lambda_function(name="order_capture")
+def order_capture(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_capture", event)
+
+
+@app.lambda_function(name="order_refund")
+def order_refund(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_refund", event)
+
+
+@app.lambda_function(name="order_enforce")
+def order_enforce(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_enforce", event)
+
+
+@app.lambda_function(name="order_publish")
+def order_publish(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_publish", event)
+
+
+@app.lambda_function(name="order_release")
+def order_release(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_release", event)
+
+
+@app.lambda_function(name="order_finalize")
+def order_finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_finalize", event)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS), name="ledger_sweeper")
+def ledger_sweeper(event: Any) -> dict[str, Any]:
+    return tasks.sweep()

@@ -1,0 +1,57 @@
+"""Marketplace adapter over HTTP/JSON (stdlib only; the real marketplace API has the same small surface)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from chalicelib.domain.errors import MarketplaceUnavailable, OrderRefused
+from chalicelib.ports import PlacedOrder
+
+
+class HttpMarketplace:
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(
+            self._base + path,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            if exc.code == 409:
+                raise OrderRefused(json.loads(payload or b"{}").get("reason", "refused")) from None
+            if exc.code >= 500 or exc.code == 429:
+                raise MarketplaceUnavailable(f"marketplace answered {exc.code}") from None
+            raise
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise MarketplaceUnavailable(f"marketplace unreachable: {exc}") from None
+
+    def place_order(self, order_id: str, seller_id: str, persona_id: str, max_price: int, currency: str) -> PlacedOrder:
+        data = self._post(
+            "/orders",
+            {
+                "client_order_id": order_id,
+                "seller_id": seller_id,
+                "buyer": persona_id,
+                "max_price": max_price,
+                "currency": currency,
+            },
+        )
+        return PlacedOrder(marketplace_order_id=str(data["marketplace_order_id"]), price=int(data["price"]))
+
+    def cancel_order(self, marketplace_order_id: str) -> None:
+        self._post(f"/orders/{marketplace_order_id}/cancel", {})
+
+    def request_refund(self, marketplace_order_id: str, amount: int, reason: str) -> int:
+        data = self._post(f"/orders/{marketplace_order_id}/refund", {"amount": amount, "reason": reason})
+        return int(data["refunded"])

@@ -1,0 +1,501 @@
+"""Repositories on one DynamoDB table (single-table design; keys documented per method).
+
+- ``PROGRAM#<p> / META``: the programme; ``PROGRAM#<p> / ROUND#<r>``: its rounds.
+- ``SELLERS#<p> / <seller>``: the sampling frame.
+- ``ORDER#<o> / META``: a sampled unit and its test buy (GSI1 ``ROUND#<r>`` lists a round's orders, GSI2
+  ``LABQ#<lab>`` is the lab's queue while the sample waits for a verdict); task tokens live on this item and are
+  never returned by the API. ``ORDER#<o> / VERDICT`` and ``ORDER#<o> / CUSTODY#<seq>``.
+- ``SELLERHIST#<seller> / CONFIRMED#<at>#<o>``: confirmed counterfeits, for the repeat-offender rule.
+- ``PERSONAS#<p> / <persona>`` and ``PERSONAUSE#<persona> / SELLER#<seller>``: stealth personas and their exposure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.adapters.dynamo_codec import av, cancellation_codes, error_code, from_item, to_item
+from chalicelib.domain.custody import CustodyEntry
+from chalicelib.domain.errors import Conflict, InvalidState, NotFound
+from chalicelib.domain.models import Order, Program, Round, Seller, Verdict
+from chalicelib.domain.personas import PersonaPolicy, PersonaState, iso_week
+
+
+class DynamoStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._db = client
+        self._table = table
+
+    # ---------------------------------------------------------------------------------------------- plumbing
+    def _key(self, pk: str, sk: str) -> dict[str, Any]:
+        return {"pk": av(pk), "sk": av(sk)}
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        resp = self._db.get_item(TableName=self._table, Key=self._key(pk, sk), ConsistentRead=True)
+        return from_item(resp["Item"]) if "Item" in resp else None
+
+    def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs["TableName"] = self._table
+        while True:
+            resp = self._db.query(**kwargs)
+            out.extend(from_item(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return out
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _query_pk(self, pk: str, prefix: str = "") -> list[dict[str, Any]]:
+        if prefix:
+            return self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+                ExpressionAttributeValues={":pk": av(pk), ":p": av(prefix)},
+                ConsistentRead=True,
+            )
+        return self._query(
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": av(pk)}, ConsistentRead=True
+        )
+
+    def _put(self, item: Mapping[str, Any], *, new_only: bool = False) -> bool:
+        kwargs: dict[str, Any] = {"TableName": self._table, "Item": to_item(item)}
+        if new_only:
+            kwargs["ConditionExpression"] = "attribute_not_exists(pk)"
+        try:
+            self._db.put_item(**kwargs)
+        except ClientError as exc:
+            if new_only and error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _batch_put(self, items: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(items), 25):
+            requests = [{"PutRequest": {"Item": to_item(i)}} for i in items[start : start + 25]]
+            pending: dict[str, Any] = {self._table: requests}
+            for _ in range(8):
+                resp = self._db.batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            if pending:
+                raise RuntimeError("DynamoDB kept items unprocessed after 8 attempts")
+
+    def _update(
+        self,
+        pk: str,
+        sk: str,
+        sets: Mapping[str, Any],
+        *,
+        removes: Iterable[str] = (),
+        condition: str | None = None,
+        cond_values: Mapping[str, Any] | None = None,
+        cond_names: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        names: dict[str, str] = dict(cond_names or {})
+        values: dict[str, Any] = {k: av(v) for k, v in (cond_values or {}).items()}
+        parts = []
+        for i, (k, v) in enumerate(sets.items()):
+            names[f"#u{i}"] = k
+            values[f":u{i}"] = av(v)
+            parts.append(f"#u{i} = :u{i}")
+        expr = "SET " + ", ".join(parts) if parts else ""
+        rem = []
+        for i, k in enumerate(removes):
+            names[f"#r{i}"] = k
+            rem.append(f"#r{i}")
+        if rem:
+            expr += " REMOVE " + ", ".join(rem)
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": self._key(pk, sk),
+            "UpdateExpression": expr.strip(),
+            "ExpressionAttributeNames": names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        resp = self._db.update_item(**kwargs)
+        return from_item(resp["Attributes"])
+
+    # ---------------------------------------------------------------------------------------------- programmes
+    def put_program(self, program: Program) -> None:
+        self._put({"pk": f"PROGRAM#{program.program_id}", "sk": "META", **program.model_dump(mode="json")})
+
+    def get_program(self, program_id: str) -> Program:
+        item = self._get(f"PROGRAM#{program_id}", "META")
+        if item is None:
+            raise NotFound(f"no programme {program_id}", details=[{"field": "program_id"}])
+        return Program.model_validate(item)
+
+    def put_sellers(self, program_id: str, sellers: Sequence[Seller]) -> None:
+        self._batch_put(
+            [{"pk": f"SELLERS#{program_id}", "sk": s.seller_id, **s.model_dump(mode="json")} for s in sellers]
+        )
+
+    def list_sellers(self, program_id: str) -> list[Seller]:
+        return [Seller.model_validate(i) for i in self._query_pk(f"SELLERS#{program_id}")]
+
+    def get_seller(self, program_id: str, seller_id: str) -> Seller | None:
+        item = self._get(f"SELLERS#{program_id}", seller_id)
+        return None if item is None else Seller.model_validate(item)
+
+    # ---------------------------------------------------------------------------------------------- rounds
+    def put_round(self, rnd: Round) -> None:
+        self._put({"pk": f"PROGRAM#{rnd.program_id}", "sk": f"ROUND#{rnd.round_id}", **rnd.model_dump(mode="json")})
+
+    def get_round(self, program_id: str, round_id: str) -> Round:
+        item = self._get(f"PROGRAM#{program_id}", f"ROUND#{round_id}")
+        if item is None:
+            raise NotFound(f"no round {round_id} in programme {program_id}", details=[{"field": "round_id"}])
+        return Round.model_validate(item)
+
+    def list_rounds(self, program_id: str) -> list[Round]:
+        return [Round.model_validate(i) for i in self._query_pk(f"PROGRAM#{program_id}", "ROUND#")]
+
+    def update_round(self, program_id: str, round_id: str, fields: Mapping[str, Any]) -> None:
+        self._update(f"PROGRAM#{program_id}", f"ROUND#{round_id}", _jsonable(fields), condition="attribute_exists(pk)")
+
+    def arm_round(self, program_id: str, round_id: str, token: str) -> Round:
+        item = self._update(
+            f"PROGRAM#{program_id}",
+            f"ROUND#{round_id}",
+            {"orders_token": token},
+            condition="attribute_exists(pk)",
+        )
+        return Round.model_validate(item)
+
+    def round_token(self, program_id: str, round_id: str) -> str | None:
+        item = self._get(f"PROGRAM#{program_id}", f"ROUND#{round_id}")
+        return None if item is None else item.get("orders_token")
+
+    # ---------------------------------------------------------------------------------------------- orders
+    @staticmethod
+    def _order_item(order: Order) -> dict[str, Any]:
+        return {
+            "pk": f"ORDER#{order.order_id}",
+            "sk": "META",
+            "gsi1pk": f"ROUND#{order.round_id}",
+            "gsi1sk": order.order_id,
+            **order.model_dump(mode="json"),
+        }
+
+    def put_orders(self, orders: Sequence[Order]) -> None:
+        for order in orders:
+            self._put(self._order_item(order), new_only=True)
+
+    def get_order(self, order_id: str) -> Order:
+        item = self._get(f"ORDER#{order_id}", "META")
+        if item is None:
+            raise NotFound(f"no order {order_id}", details=[{"field": "order_id"}])
+        return Order.model_validate(item)
+
+    def order_record(self, order_id: str) -> dict[str, Any]:
+        """The raw order item including server-side fields (task tokens); never for API output."""
+        item = self._get(f"ORDER#{order_id}", "META")
+        if item is None:
+            raise NotFound(f"no order {order_id}", details=[{"field": "order_id"}])
+        return item
+
+    def update_order(self, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()) -> Order:
+        expected = list(expect_status)
+        cond = "attribute_exists(pk)"
+        values: dict[str, Any] = {}
+        names: dict[str, str] = {}
+        if expected:
+            names["#st"] = "status"
+            placeholders = []
+            for i, s in enumerate(expected):
+                values[f":st{i}"] = s
+                placeholders.append(f":st{i}")
+            cond += f" AND #st IN ({', '.join(placeholders)})"
+        sets = _jsonable(fields)
+        removes = [k for k, v in sets.items() if v is None]
+        sets = {k: v for k, v in sets.items() if v is not None}
+        try:
+            item = self._update(
+                f"ORDER#{order_id}",
+                "META",
+                sets,
+                removes=removes,
+                condition=cond,
+                cond_values=values,
+                cond_names=names,
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            current = self.get_order(order_id)  # raises NotFound for an unknown id
+            raise InvalidState(
+                f"order {order_id} is {current.status.value}; expected one of {expected}",
+                details=[{"field": "status", "status": current.status.value}],
+            ) from None
+        return Order.model_validate(item)
+
+    def list_round_orders(self, round_id: str) -> list[Order]:
+        items = self._query(
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :p",
+            ExpressionAttributeValues={":p": av(f"ROUND#{round_id}")},
+        )
+        return [Order.model_validate(i) for i in items]
+
+    def lab_queue(self, lab_id: str) -> list[Order]:
+        items = self._query(
+            IndexName="gsi2",
+            KeyConditionExpression="gsi2pk = :p",
+            ExpressionAttributeValues={":p": av(f"LABQ#{lab_id}")},
+        )
+        return [Order.model_validate(i) for i in items]
+
+    def arm(self, order_id: str, point: str, token: str) -> Mapping[str, Any] | None:
+        item = self._update(f"ORDER#{order_id}", "META", {f"{point}_token": token}, condition="attribute_exists(pk)")
+        arrival = item.get(f"{point}_arrival")
+        return arrival if isinstance(arrival, dict) else None
+
+    def arrive(self, order_id: str, point: str, payload: Mapping[str, Any]) -> str | None:
+        names = {"#a": f"{point}_arrival"}
+        resp = self._db.update_item(
+            TableName=self._table,
+            Key=self._key(f"ORDER#{order_id}", "META"),
+            UpdateExpression="SET #a = if_not_exists(#a, :p)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={":p": av(dict(payload))},
+            ReturnValues="ALL_NEW",
+        )
+        token = from_item(resp["Attributes"]).get(f"{point}_token")
+        return str(token) if token else None
+
+    def finalize(self, order_id: str, program_id: str, round_id: str) -> Round:
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(f"ORDER#{order_id}", "META"),
+                            "UpdateExpression": "SET finalized = :t",
+                            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(finalized)",
+                            "ExpressionAttributeValues": {":t": av(True)},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(f"PROGRAM#{program_id}", f"ROUND#{round_id}"),
+                            "UpdateExpression": "ADD settled :one",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": {":one": av(1)},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if not (codes and codes[0] == "ConditionalCheckFailed" and codes[1:] == ["None"]):
+                raise
+        return self.get_round(program_id, round_id)
+
+    def put_verdict(self, verdict: Verdict) -> Verdict:
+        item = {"pk": f"ORDER#{verdict.order_id}", "sk": "VERDICT", **verdict.model_dump(mode="json")}
+        if self._put(item, new_only=True):
+            return verdict
+        existing = self.get_verdict(verdict.order_id)
+        assert existing is not None
+        return existing
+
+    def get_verdict(self, order_id: str) -> Verdict | None:
+        item = self._get(f"ORDER#{order_id}", "VERDICT")
+        return None if item is None else Verdict.model_validate(item)
+
+    def record_confirmed(self, seller_id: str, order_id: str, at: datetime) -> None:
+        self._put(
+            {
+                "pk": f"SELLERHIST#{seller_id}",
+                "sk": f"CONFIRMED#{order_id}",
+                "at": at.isoformat(),
+                "order_id": order_id,
+            }
+        )
+
+    def confirmed_history(self, seller_id: str) -> list[datetime]:
+        return sorted(datetime.fromisoformat(i["at"]) for i in self._query_pk(f"SELLERHIST#{seller_id}", "CONFIRMED#"))
+
+    # ---------------------------------------------------------------------------------------------- custody
+    def append(self, entry: CustodyEntry) -> None:
+        item = {
+            "pk": f"ORDER#{entry.order_id}",
+            "sk": f"CUSTODY#{entry.seq:08d}",
+            "seq": entry.seq,
+            "from_party": entry.from_party,
+            "to_party": entry.to_party,
+            "at": entry.at.isoformat(),
+            "location": entry.location,
+            "condition": entry.condition,
+            "evidence": list(entry.evidence),
+            "prev_hash": entry.prev_hash,
+            "entry_hash": entry.entry_hash,
+        }
+        if not self._put(item, new_only=True):
+            raise Conflict(f"custody entry {entry.seq} of {entry.order_id} already exists; reload and retry")
+
+    def chain(self, order_id: str) -> list[CustodyEntry]:
+        return [
+            CustodyEntry(
+                order_id=order_id,
+                seq=int(i["seq"]),
+                from_party=i["from_party"],
+                to_party=i["to_party"],
+                at=datetime.fromisoformat(i["at"]),
+                location=i["location"],
+                condition=i["condition"],
+                evidence=tuple(i.get("evidence", [])),
+                prev_hash=i["prev_hash"],
+                entry_hash=i["entry_hash"],
+            )
+            for i in self._query_pk(f"ORDER#{order_id}", "CUSTODY#")
+        ]
+
+    # ---------------------------------------------------------------------------------------------- personas
+    def ensure_pool(self, program_id: str, size: int) -> None:
+        for i in range(size):
+            self._put(
+                {
+                    "pk": f"PERSONAS#{program_id}",
+                    "sk": f"{program_id}-p{i:03d}",
+                    "week": "",
+                    "week_count": 0,
+                    "refusals": 0,
+                    "retired": False,
+                    # Sensitive details: visible to the admin role only, never in events or logs.
+                    "secret": {
+                        "account": f"buyer-{i:03d}",
+                        "drop_point": f"locker-{i % 17:02d}",
+                        "payment_ref": f"card-{i:03d}",
+                    },
+                },
+                new_only=True,
+            )
+
+    def states(self, program_id: str, seller_id: str) -> list[PersonaState]:
+        pool = self._query_pk(f"PERSONAS#{program_id}")
+        keys = [self._key(f"PERSONAUSE#{p['sk']}", f"SELLER#{seller_id}") for p in pool]
+        last: dict[str, datetime] = {}
+        for start in range(0, len(keys), 100):
+            resp = self._db.batch_get_item(
+                RequestItems={self._table: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+            )
+            for raw in resp.get("Responses", {}).get(self._table, []):
+                it = from_item(raw)
+                last[it["pk"].removeprefix("PERSONAUSE#")] = datetime.fromisoformat(it["last_at"])
+        return [
+            PersonaState(
+                persona_id=p["sk"],
+                week=p.get("week", ""),
+                week_count=int(p.get("week_count", 0)),
+                refusals=int(p.get("refusals", 0)),
+                retired=bool(p.get("retired", False)),
+                last_bought_from_seller=last.get(p["sk"]),
+            )
+            for p in pool
+        ]
+
+    def claim(
+        self,
+        program_id: str,
+        persona_id: str,
+        seller_id: str,
+        order_id: str,
+        now: datetime,
+        policy: PersonaPolicy,
+    ) -> bool:
+        week = iso_week(now)
+        current = self._get(f"PERSONAS#{program_id}", persona_id)
+        if current is None:
+            raise NotFound(f"no persona {persona_id}")
+        values: dict[str, Any] = {":w": av(week), ":one": av(1), ":f": av(False)}
+        if current.get("week") == week:
+            # Same week: the count is guarded by the cap.
+            update = "SET week_count = week_count + :one"
+            condition = "retired = :f AND #w = :w AND week_count < :cap"
+            values[":cap"] = av(policy.weekly_cap)
+        else:
+            # A new week restarts the count, guarded against a concurrent restart by the old week value.
+            update = "SET #w = :w, week_count = :one"
+            condition = "retired = :f AND #w = :old"
+            values[":old"] = av(current.get("week", ""))
+        persona_update = {
+            "TableName": self._table,
+            "Key": self._key(f"PERSONAS#{program_id}", persona_id),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#w": "week"},
+            "ExpressionAttributeValues": values,
+        }
+        cutoff = (now - policy.cooldown).isoformat()
+        use_put = {
+            "TableName": self._table,
+            "Item": to_item(
+                {
+                    "pk": f"PERSONAUSE#{persona_id}",
+                    "sk": f"SELLER#{seller_id}",
+                    "last_at": now.isoformat(),
+                    "order_id": order_id,
+                }
+            ),
+            "ConditionExpression": "attribute_not_exists(pk) OR last_at < :cut",
+            "ExpressionAttributeValues": {":cut": av(cutoff)},
+        }
+        try:
+            self._db.transact_write_items(TransactItems=[{"Update": persona_update}, {"Put": use_put}])
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def persona_secret(self, program_id: str, persona_id: str) -> dict[str, Any]:
+        """Account, drop point and payment reference: for the admin role only."""
+        item = self._get(f"PERSONAS#{program_id}", persona_id)
+        if item is None:
+            raise NotFound(f"no persona {persona_id}", details=[{"field": "persona_id"}])
+        return {
+            "persona_id": persona_id,
+            **item.get("secret", {}),
+            "retired": item.get("retired", False),
+            "refusals": item.get("refusals", 0),
+            "week": item.get("week"),
+            "week_count": item.get("week_count"),
+        }
+
+    def record_refusal(self, program_id: str, persona_id: str, retire_after: int) -> None:
+        resp = self._db.update_item(
+            TableName=self._table,
+            Key=self._key(f"PERSONAS#{program_id}", persona_id),
+            UpdateExpression="ADD refusals :one",
+            ExpressionAttributeValues={":one": av(1)},
+            ReturnValues="ALL_NEW",
+        )
+        if int(from_item(resp["Attributes"]).get("refusals", 0)) >= retire_after:
+            self._db.update_item(
+                TableName=self._table,
+                Key=self._key(f"PERSONAS#{program_id}", persona_id),
+                UpdateExpression="SET retired = :t",
+                ExpressionAttributeValues={":t": av(True)},
+            )
+
+
+def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat()
+        elif hasattr(v, "value") and isinstance(getattr(v, "value", None), str):
+            out[k] = v.value
+        else:
+            out[k] = v
+    return out

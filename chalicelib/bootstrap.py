@@ -1,0 +1,67 @@
+"""Builds the services' dependencies from settings. Called lazily on first use; nothing happens at import time."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from chalicelib.config import Settings, settings
+from chalicelib.services.deps import Deps
+
+_LOCK = threading.Lock()
+_DEPS: Deps | None = None
+
+
+def build(cfg: Settings, session: Any = None) -> Deps:
+    """Wire adapters to boto3 clients (created here, once per container)."""
+    import boto3  # local import: keeps module import cheap and the domain free of boto3
+
+    from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
+    from chalicelib.adapters.ledger_dynamodb import DynamoLedger
+    from chalicelib.adapters.marketplace_http import HttpMarketplace
+    from chalicelib.adapters.store_dynamodb import DynamoStore
+    from chalicelib.adapters.system import SystemClock, UlidIds
+    from chalicelib.observability import EmfMetrics
+
+    sess = session or boto3.session.Session(region_name=cfg.region)
+    clock = SystemClock()
+    dynamodb = sess.client("dynamodb")
+    store = DynamoStore(dynamodb, cfg.data_table)
+    return Deps(
+        clock=clock,
+        ids=UlidIds(),
+        programs=store,
+        rounds=store,
+        orders=store,
+        custody=store,
+        personas=store,
+        ledger=DynamoLedger(dynamodb, cfg.ledger_table, clock),
+        events=EventBridgePublisher(sess.client("events"), cfg.event_bus),
+        workflow=StepFunctionsWorkflow(
+            sess.client("stepfunctions"),
+            {"round": cfg.round_state_machine_arn, "order": cfg.order_state_machine_arn},
+        ),
+        marketplace=HttpMarketplace(cfg.marketplace_url),
+        evidence=S3EvidenceStore(sess.client("s3"), cfg.evidence_bucket),
+        metrics=EmfMetrics(cfg.metrics_namespace, cfg.metrics_file),
+        persona_pool_size=cfg.persona_pool_size,
+        budget_thresholds=cfg.budget_thresholds,
+    )
+
+
+def deps() -> Deps:
+    """The container's dependencies, built on first use."""
+    global _DEPS
+    if _DEPS is None:
+        with _LOCK:
+            if _DEPS is None:
+                _DEPS = build(settings())
+    return _DEPS
+
+
+def reset() -> None:
+    """Forget the wired dependencies and settings (tests and the local stack re-wire after changing env)."""
+    global _DEPS
+    with _LOCK:
+        _DEPS = None
+    settings.cache_clear()

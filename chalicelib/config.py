@@ -1,0 +1,80 @@
+"""Runtime configuration, read from the environment and validated once per container (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(RuntimeError):
+    """The environment is incomplete; the message names every missing or invalid variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stage: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    data_table: str = Field(min_length=1)
+    ledger_table: str = Field(min_length=1)
+    event_bus: str = Field(min_length=1)
+    evidence_bucket: str = Field(min_length=1)
+    round_state_machine_arn: str = Field(min_length=1)
+    order_state_machine_arn: str = Field(min_length=1)
+    marketplace_url: str = Field(min_length=1)
+    auth_mode: Literal["local", "cognito"] = "local"
+    token_secret: str = Field(default="", repr=False)
+    webhook_secret: str = Field(min_length=16, repr=False)
+    metrics_namespace: str = "TestBuy"
+    metrics_file: str | None = None
+    persona_pool_size: int = Field(default=40, ge=1)
+    budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
+
+
+_ENV = {
+    "stage": "TESTBUY_STAGE",
+    "region": "AWS_DEFAULT_REGION",
+    "data_table": "TESTBUY_DATA_TABLE",
+    "ledger_table": "TESTBUY_LEDGER_TABLE",
+    "event_bus": "TESTBUY_EVENT_BUS",
+    "evidence_bucket": "TESTBUY_EVIDENCE_BUCKET",
+    "round_state_machine_arn": "TESTBUY_ROUND_STATE_MACHINE_ARN",
+    "order_state_machine_arn": "TESTBUY_ORDER_STATE_MACHINE_ARN",
+    "marketplace_url": "TESTBUY_MARKETPLACE_URL",
+    "auth_mode": "TESTBUY_AUTH_MODE",
+    "token_secret": "TESTBUY_TOKEN_SECRET",
+    "webhook_secret": "TESTBUY_WEBHOOK_SECRET",
+    "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
+    "metrics_file": "TESTBUY_METRICS_FILE",
+    "persona_pool_size": "TESTBUY_PERSONA_POOL_SIZE",
+    "budget_thresholds": "TESTBUY_BUDGET_THRESHOLDS",
+}
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    raw: dict[str, object] = {}
+    for field, var in _ENV.items():
+        if var in environ and environ[var] != "":
+            raw[field] = environ[var]
+    if "budget_thresholds" in raw:
+        raw["budget_thresholds"] = tuple(float(x) for x in str(raw["budget_thresholds"]).split(","))
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_ENV.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(
+            f"testbuy configuration is incomplete ({problems}). Set these environment variables."
+        ) from exc
+    if settings.auth_mode == "local" and len(settings.token_secret) < 16:
+        raise ConfigError("TESTBUY_TOKEN_SECRET must be at least 16 characters when TESTBUY_AUTH_MODE=local")
+    return settings
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The container's settings, validated on first use (cold start)."""
+    return load(os.environ)

@@ -1,0 +1,192 @@
+"""Integration events: one versioned envelope, past-tense names, one pydantic model per event.
+
+The JSON Schema of each event's ``detail`` is generated from these models, committed under ``schemas/events/`` and
+checked by the contract tests. Events carry no persona, address or payment data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_VERSION = "1"
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    detail_type: ClassVar[str]
+    component: ClassVar[str]
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    event_id: str
+    event_version: str = EVENT_VERSION
+    correlation_id: str
+    occurred_at: datetime
+    program_id: str
+
+
+class OrderPlaced(EventData):
+    detail_type = "OrderPlaced"
+    component = "orders"
+    order_id: str
+    round_id: str
+    seller_id: str
+    category: str
+    amount: int
+    currency: str
+
+
+class OrderDeliveryFailed(EventData):
+    detail_type = "OrderDeliveryFailed"
+    component = "orders"
+    order_id: str
+    round_id: str
+    seller_id: str
+    reason: str
+
+
+class OrderSettled(EventData):
+    detail_type = "OrderSettled"
+    component = "orders"
+    order_id: str
+    round_id: str
+    seller_id: str
+    status: str
+    spent: int
+    refunded: int
+    currency: str
+    verdict: str | None
+
+
+class VerdictRecorded(EventData):
+    detail_type = "VerdictRecorded"
+    component = "lab"
+    order_id: str
+    round_id: str
+    seller_id: str
+    lab_id: str
+    verdict: str
+
+
+class ServiceQualityRecorded(EventData):
+    detail_type = "ServiceQualityRecorded"
+    component = "lab"
+    order_id: str
+    seller_id: str
+    score: float
+
+
+class CounterfeitConfirmed(EventData):
+    detail_type = "CounterfeitConfirmed"
+    component = "enforcement"
+    order_id: str
+    round_id: str
+    seller_id: str
+    category: str
+    evidence: list[str]
+
+
+class EnforcementActionRecommended(EventData):
+    detail_type = "EnforcementActionRecommended"
+    component = "enforcement"
+    order_id: str
+    seller_id: str
+    action: str
+    rule: str
+    policy_version: str
+    reason: str
+    evidence: list[str]
+
+
+class BudgetThresholdCrossed(EventData):
+    detail_type = "BudgetThresholdCrossed"
+    component = "ledger"
+    threshold: float
+    committed: int
+    funded: int
+    currency: str
+
+
+class RoundCompleted(EventData):
+    detail_type = "RoundCompleted"
+    component = "rounds"
+    round_id: str
+    population: int
+    sampled: int
+    placed: int
+    conclusive: int
+    counterfeit_hits: int
+    hit_rate: float | None
+    prevalence: float | None
+    ci_low: float | None
+    ci_high: float | None
+    spent: int
+    currency: str
+    stuck: int = Field(description="orders not settled when the round was aggregated")
+
+
+class RoundFailed(EventData):
+    detail_type = "RoundFailed"
+    component = "rounds"
+    round_id: str
+    error: str
+
+
+ALL_EVENTS: tuple[type[EventData], ...] = (
+    OrderPlaced,
+    OrderDeliveryFailed,
+    OrderSettled,
+    VerdictRecorded,
+    ServiceQualityRecorded,
+    CounterfeitConfirmed,
+    EnforcementActionRecommended,
+    BudgetThresholdCrossed,
+    RoundCompleted,
+    RoundFailed,
+)
+
+
+class Envelope(BaseModel):
+    """What goes on the bus: ``source``, ``detail_type`` and ``detail`` = {metadata, data}."""
+
+    model_config = ConfigDict(frozen=True)
+    source: str
+    detail_type: str
+    detail: dict[str, Any]
+
+
+def deterministic_event_id(*parts: str) -> str:
+    """Event ids derived from what happened, so a retried publish carries the same id and consumers can dedupe."""
+    return "evt-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def envelope(
+    data: EventData, *, event_id: str, correlation_id: str, occurred_at: datetime, program_id: str
+) -> Envelope:
+    meta = Metadata(event_id=event_id, correlation_id=correlation_id, occurred_at=occurred_at, program_id=program_id)
+    return Envelope(
+        source=f"testbuy.{data.component}",
+        detail_type=data.detail_type,
+        detail={"metadata": meta.model_dump(mode="json"), "data": data.model_dump(mode="json")},
+    )
+
+
+def detail_schema(event: type[EventData]) -> dict[str, Any]:
+    """JSON Schema of an event's ``detail`` (metadata + data)."""
+    data_schema = event.model_json_schema()
+    meta_schema = Metadata.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"{event.detail_type} detail",
+        "x-source": f"testbuy.{event.component}",
+        "x-detail-type": event.detail_type,
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["metadata", "data"],
+        "properties": {"metadata": meta_schema, "data": data_schema},
+    }

@@ -1,0 +1,275 @@
+"""Domain models (pydantic). Every model that accepts outside input forbids unknown fields and coerces nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
+
+from chalicelib.domain.money import Amount, Currency
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (use UTC, e.g. 2026-01-01T00:00:00Z)")
+    return value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_aware_utc)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Lenient(BaseModel):
+    """Internal records read back from storage: tolerate fields added by later versions."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- programme
+
+
+class Timeouts(Strict):
+    """How long the order workflow waits. Seconds locally, days in production; never hard-coded in the ASL."""
+
+    delivery_seconds: StrictInt = Field(default=14 * 86400, ge=1, le=180 * 86400)
+    verdict_seconds: StrictInt = Field(default=30 * 86400, ge=1, le=365 * 86400)
+    round_seconds: StrictInt = Field(default=90 * 86400, ge=1, le=365 * 86400)
+
+
+class ProgramCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    currency: Currency
+    budget: Amount
+    period_start: UtcDateTime
+    period_end: UtcDateTime
+    round_size: StrictInt = Field(ge=1, le=1_000_000, description="expected test buys per round")
+    exploration_share: float = Field(default=0.1, gt=0.0, le=1.0, strict=False)
+    blend: float = Field(default=0.5, ge=0.0, le=1.0, strict=False, description="1 = estimation, 0 = hunting")
+    per_order_cap: Amount | None = None
+    labs: list[Identifier] = Field(default_factory=lambda: ["lab-1"], min_length=1, max_length=50)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @model_validator(mode="after")
+    def _period(self) -> ProgramCreate:
+        if self.period_end <= self.period_start:
+            raise ValueError("period_end must be after period_start")
+        return self
+
+
+class Program(Lenient):
+    program_id: str
+    name: str
+    currency: str
+    budget: int
+    period_start: datetime
+    period_end: datetime
+    round_size: int
+    exploration_share: float
+    blend: float
+    per_order_cap: int | None = None
+    labs: list[str]
+    timeouts: Timeouts
+    created_at: datetime
+    status: str = "active"
+
+
+class FundRequest(Strict):
+    amount: Amount
+    currency: Currency
+    reference: Identifier = Field(description="idempotency key of this funding, e.g. a finance ticket")
+
+
+# -------------------------------------------------------------------------------------------------------- sellers
+
+
+class SellerIn(Strict):
+    seller_id: Identifier
+    category: Identifier
+    expected_cost: Amount
+    risk: StrictFloat | None = Field(default=None, gt=0.0, lt=1.0)
+    signals: dict[str, StrictFloat | StrictInt | StrictBool | None] | None = None
+    linked_sellers: list[Identifier] = Field(default_factory=list, max_length=100)
+    eligible: StrictBool = True
+
+
+MAX_IMPORT_BATCH = 500
+
+
+class SellerImport(Strict):
+    sellers: list[SellerIn] = Field(min_length=1, max_length=MAX_IMPORT_BATCH)
+
+
+class Seller(Lenient):
+    program_id: str
+    seller_id: str
+    category: str
+    expected_cost: int
+    risk: float
+    linked_sellers: list[str] = Field(default_factory=list)
+    eligible: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------- rounds
+
+
+class RoundStatus(StrEnum):
+    STARTED = "started"
+    SAMPLED = "sampled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RoundStart(Strict):
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    budget: Amount | None = Field(default=None, description="round budget; default round_size x mean cost")
+
+
+class Round(Lenient):
+    program_id: str
+    round_id: str
+    status: RoundStatus
+    seed: int
+    budget: int
+    started_at: datetime
+    execution_name: str
+    population: int = 0
+    sampled: int = 0
+    settled: int = 0
+    completed_at: datetime | None = None
+    summary: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------- orders
+
+
+class OrderStatus(StrEnum):
+    SAMPLED = "sampled"
+    RESERVED = "reserved"
+    PLACED = "placed"
+    DELIVERED = "delivered"
+    AT_LAB = "at_lab"
+    VERDICT = "verdict"
+    SETTLED = "settled"
+    # terminal failures
+    SKIPPED_BUDGET = "skipped_budget"
+    FAILED = "failed"
+    DELIVERY_FAILED = "delivery_failed"
+    REFUSED = "refused"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        OrderStatus.SETTLED,
+        OrderStatus.SKIPPED_BUDGET,
+        OrderStatus.FAILED,
+        OrderStatus.DELIVERY_FAILED,
+        OrderStatus.REFUSED,
+    }
+)
+
+
+class VerdictKind(StrEnum):
+    AUTHENTIC = "authentic"
+    COUNTERFEIT = "counterfeit"
+    NOT_AS_DESCRIBED = "not_as_described"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def conclusive(self) -> bool:
+        return self is not VerdictKind.INCONCLUSIVE
+
+    @property
+    def suspect(self) -> bool:
+        """Refund-worthy: counterfeit or not as described."""
+        return self in (VerdictKind.COUNTERFEIT, VerdictKind.NOT_AS_DESCRIBED)
+
+
+class VerdictIn(Strict):
+    verdict: VerdictKind = Field(strict=False)
+    notes: str = Field(default="", max_length=4000)
+    evidence: list[Sha256Hex] = Field(default_factory=list, max_length=50)
+
+
+class Verdict(Lenient):
+    order_id: str
+    lab_id: str
+    verdict: VerdictKind
+    notes: str = ""
+    evidence: list[str] = Field(default_factory=list)
+    recorded_at: datetime
+    recorded_by: str
+
+
+Score = Annotated[StrictInt, Field(ge=1, le=5)]
+
+
+class ServiceQualityIn(Strict):
+    delivery_days: StrictInt = Field(ge=0, le=365)
+    packaging: Score
+    description_accuracy: Score
+    communication: Score
+
+    def score(self) -> float:
+        """0..1; slow delivery (beyond 7 days) costs up to a quarter of the score."""
+        base = (self.packaging + self.description_accuracy + self.communication - 3) / 12.0
+        lateness = min(max(self.delivery_days - 7, 0) / 28.0, 1.0)
+        return round(base * (1.0 - 0.25 * lateness), 4)
+
+
+class DeliveryNotice(Strict):
+    order_id: Identifier
+    marketplace_order_id: Identifier
+    status: str = Field(pattern=r"^(delivered|failed)$")
+    occurred_at: UtcDateTime
+    tracking_ref: str | None = Field(default=None, max_length=128)
+
+
+class CustodyIn(Strict):
+    from_party: str = Field(min_length=1, max_length=128)
+    to_party: str = Field(min_length=1, max_length=128)
+    location: str = Field(min_length=1, max_length=256)
+    condition: str = Field(min_length=1, max_length=1000)
+    evidence: list[Sha256Hex] = Field(default_factory=list, max_length=50)
+
+
+class Order(Lenient):
+    order_id: str
+    program_id: str
+    round_id: str
+    seller_id: str
+    category: str
+    pi: float
+    stratum: str
+    seed: int
+    amount: int
+    currency: str
+    status: OrderStatus
+    lab_id: str | None = None
+    persona_id: str | None = None
+    marketplace_order_id: str | None = None
+    price: int | None = None
+    delivered_at: datetime | None = None
+    verdict: VerdictKind | None = None
+    service_quality: float | None = None
+    refunded: int = 0
+    failure: str | None = None
+    recommendations: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,183 @@
+"""Ports: what the services need from the outside world, as Protocols. Adapters implement them; tests use fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from chalicelib.domain.custody import CustodyEntry
+from chalicelib.domain.events import Envelope
+from chalicelib.domain.ledger import Balance, JournalEntry
+from chalicelib.domain.models import Order, Program, Round, Seller, Verdict
+from chalicelib.domain.personas import PersonaPolicy, PersonaState
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware UTC now."""
+        ...
+
+
+class IdGenerator(Protocol):
+    def new(self, prefix: str) -> str:
+        """A fresh, unguessable id such as ``prg-01J...``."""
+        ...
+
+
+class ProgramRepository(Protocol):
+    def put_program(self, program: Program) -> None: ...
+    def get_program(self, program_id: str) -> Program:
+        """Raise ``NotFound`` for an unknown id."""
+        ...
+
+    def put_sellers(self, program_id: str, sellers: Sequence[Seller]) -> None: ...
+    def list_sellers(self, program_id: str) -> list[Seller]: ...
+    def get_seller(self, program_id: str, seller_id: str) -> Seller | None: ...
+
+
+class RoundRepository(Protocol):
+    def put_round(self, rnd: Round) -> None: ...
+    def get_round(self, program_id: str, round_id: str) -> Round: ...
+    def list_rounds(self, program_id: str) -> list[Round]: ...
+    def update_round(self, program_id: str, round_id: str, fields: Mapping[str, Any]) -> None: ...
+    def arm_round(self, program_id: str, round_id: str, token: str) -> Round:
+        """Store the token the round waits on; return the round as it is now (settled count included)."""
+        ...
+
+    def round_token(self, program_id: str, round_id: str) -> str | None: ...
+
+
+class OrderRepository(Protocol):
+    def put_orders(self, orders: Sequence[Order]) -> None:
+        """Insert sampled orders; an order that already exists is left as it is (idempotent sampling)."""
+        ...
+
+    def get_order(self, order_id: str) -> Order: ...
+    def update_order(self, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()) -> Order:
+        """Update fields; if ``expect_status`` is given, only from one of those statuses (else ``InvalidState``)."""
+        ...
+
+    def list_round_orders(self, round_id: str) -> list[Order]: ...
+    def lab_queue(self, lab_id: str) -> list[Order]: ...
+    def arm(self, order_id: str, point: str, token: str) -> Mapping[str, Any] | None:
+        """Store a task token for wait point ``point``; return the arrival payload if it already arrived."""
+        ...
+
+    def arrive(self, order_id: str, point: str, payload: Mapping[str, Any]) -> str | None:
+        """Record the arrival for ``point`` (first write wins); return the stored task token if one is armed."""
+        ...
+
+    def finalize(self, order_id: str, program_id: str, round_id: str) -> Round:
+        """Mark the order finalized and count it as settled on its round, once; return the round."""
+        ...
+
+    def put_verdict(self, verdict: Verdict) -> Verdict:
+        """Store the verdict once; return the verdict now stored (the earlier one if there was one)."""
+        ...
+
+    def get_verdict(self, order_id: str) -> Verdict | None: ...
+    def record_confirmed(self, seller_id: str, order_id: str, at: datetime) -> None: ...
+    def confirmed_history(self, seller_id: str) -> list[datetime]: ...
+
+
+class CustodyRepository(Protocol):
+    def append(self, entry: CustodyEntry) -> None:
+        """Append at ``entry.seq``; raise ``Conflict`` if that sequence number is already taken."""
+        ...
+
+    def chain(self, order_id: str) -> list[CustodyEntry]: ...
+
+
+class PersonaRepository(Protocol):
+    def ensure_pool(self, program_id: str, size: int) -> None: ...
+    def states(self, program_id: str, seller_id: str) -> list[PersonaState]: ...
+    def claim(
+        self,
+        program_id: str,
+        persona_id: str,
+        seller_id: str,
+        order_id: str,
+        now: datetime,
+        policy: PersonaPolicy,
+    ) -> bool:
+        """Atomically record the purchase if the persona is still eligible; False if it lost a race."""
+        ...
+
+    def record_refusal(self, program_id: str, persona_id: str, retire_after: int) -> None: ...
+    def persona_secret(self, program_id: str, persona_id: str) -> dict[str, Any]:
+        """Account, drop point and payment reference: only ever shown to the admin role."""
+        ...
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    key: str
+    op: str
+    amount: int
+    balance: Balance
+    replayed: bool = False
+
+
+class Ledger(Protocol):
+    def open_account(self, program_id: str, currency: str, per_order_cap: int | None) -> None: ...
+    def fund(self, program_id: str, reference: str, amount: int, currency: str) -> LedgerResult: ...
+    def reserve(
+        self, program_id: str, order_id: str, amount: int, currency: str, attributes: Mapping[str, Any]
+    ) -> LedgerResult: ...
+    def capture(self, program_id: str, order_id: str, actual: int, currency: str) -> LedgerResult: ...
+    def release(self, program_id: str, order_id: str) -> LedgerResult: ...
+    def recover(self, program_id: str, order_id: str, amount: int, currency: str) -> LedgerResult: ...
+    def balance(self, program_id: str) -> Balance: ...
+    def journal(self, program_id: str) -> list[JournalEntry]: ...
+    def mark_threshold(self, program_id: str, threshold: float) -> bool:
+        """Record that ``threshold`` was crossed; True only the first time (so its event is published once)."""
+        ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, events: Sequence[Envelope]) -> None:
+        """Publish in batches of at most 10; raise if any entry failed."""
+        ...
+
+
+class Workflow(Protocol):
+    def start(self, machine: str, name: str, payload: Mapping[str, Any]) -> str:
+        """Start a named execution of ``machine`` ('round' or 'order'); idempotent on the name. Returns its ARN."""
+        ...
+
+    def succeed(self, token: str, output: Mapping[str, Any]) -> None: ...
+    def fail(self, token: str, error: str, cause: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    marketplace_order_id: str
+    price: int
+
+
+class Marketplace(Protocol):
+    def place_order(self, order_id: str, seller_id: str, persona_id: str, max_price: int, currency: str) -> PlacedOrder:
+        """Raise ``MarketplaceUnavailable`` (retryable) or ``OrderRefused``."""
+        ...
+
+    def cancel_order(self, marketplace_order_id: str) -> None: ...
+    def request_refund(self, marketplace_order_id: str, amount: int, reason: str) -> int:
+        """Return the amount the marketplace refunded (minor units)."""
+        ...
+
+
+class EvidenceStore(Protocol):
+    def put_bytes(self, data: bytes) -> str:
+        """Store by content hash; return the SHA-256 hex."""
+        ...
+
+    def put_json(self, key: str, payload: Any) -> tuple[str, str]:
+        """Write a JSON document; return (bucket, key)."""
+        ...
+
+
+class Metrics(Protocol):
+    def add(self, name: str, value: float, unit: str, dimensions: Mapping[str, str] | None = None) -> None: ...
+    def flush(self) -> None: ...

@@ -1,0 +1,44 @@
+"""What every service function receives: the ports, already wired (by ``bootstrap`` in Lambda, by fakes in tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chalicelib.domain.enforcement import PolicyConfig
+from chalicelib.domain.personas import PersonaPolicy
+from chalicelib.ports import (
+    Clock,
+    CustodyRepository,
+    EventPublisher,
+    EvidenceStore,
+    IdGenerator,
+    Ledger,
+    Marketplace,
+    Metrics,
+    OrderRepository,
+    PersonaRepository,
+    ProgramRepository,
+    RoundRepository,
+    Workflow,
+)
+
+
+@dataclass
+class Deps:
+    clock: Clock
+    ids: IdGenerator
+    programs: ProgramRepository
+    rounds: RoundRepository
+    orders: OrderRepository
+    custody: CustodyRepository
+    personas: PersonaRepository
+    ledger: Ledger
+    events: EventPublisher
+    workflow: Workflow
+    marketplace: Marketplace
+    evidence: EvidenceStore
+    metrics: Metrics
+    persona_policy: PersonaPolicy = field(default_factory=PersonaPolicy)
+    enforcement_policy: PolicyConfig = field(default_factory=PolicyConfig)
+    persona_pool_size: int = 40
+    budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)

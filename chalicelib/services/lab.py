@@ -1,0 +1,190 @@
+"""Lab use cases: queue, custody hand-overs, verdicts (which resume the waiting order), service quality."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.domain.custody import next_entry as custody_next
+from chalicelib.domain.custody import verify_chain
+from chalicelib.domain.errors import Conflict, InvalidState, NotFound
+from chalicelib.domain.events import ServiceQualityRecorded, VerdictRecorded, deterministic_event_id, envelope
+from chalicelib.domain.models import CustodyIn, Order, OrderStatus, ServiceQualityIn, Verdict, VerdictIn
+from chalicelib.services.deps import Deps
+
+S = OrderStatus
+
+
+class WrongLab(Exception):
+    """The caller's lab is not the lab this sample was sent to (mapped to 403)."""
+
+
+def _order_for_lab(d: Deps, order_id: str, lab_id: str | None) -> Order:
+    order = d.orders.get_order(order_id)
+    if lab_id is not None and order.lab_id != lab_id:
+        # Same answer whether the sample belongs to another lab or is not at a lab: no information leaks.
+        raise WrongLab(f"sample {order_id} is not assigned to lab {lab_id}")
+    return order
+
+
+def queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
+    """Samples waiting for this lab's verdict, oldest first (no persona, address or payment data)."""
+    return [
+        {
+            "order_id": o.order_id,
+            "seller_id": o.seller_id,
+            "category": o.category,
+            "status": o.status.value,
+            "delivered_at": o.delivered_at.isoformat() if o.delivered_at else None,
+        }
+        for o in d.orders.lab_queue(lab_id)
+    ]
+
+
+def post_verdict(
+    d: Deps, order_id: str, lab_id: str | None, actor: str, req: VerdictIn, correlation_id: str
+) -> tuple[Verdict, bool]:
+    """Record the verdict once. Same verdict again: returns it (created=False). A different one: ``Conflict``."""
+    order = _order_for_lab(d, order_id, lab_id)
+    existing = d.orders.get_verdict(order_id)
+    if existing is not None:
+        if existing.verdict != req.verdict:
+            raise Conflict(
+                f"sample {order_id} already has verdict {existing.verdict.value}",
+                details=[{"field": "verdict", "recorded": existing.verdict.value}],
+            )
+        return existing, False
+    if order.status not in (S.AT_LAB, S.VERDICT):
+        raise InvalidState(
+            f"sample {order_id} is {order.status.value}; verdicts are taken while it is at the lab",
+            details=[{"field": "status", "status": order.status.value}],
+        )
+    now = d.clock.now()
+    verdict = Verdict(
+        order_id=order_id,
+        lab_id=order.lab_id or "",
+        verdict=req.verdict,
+        notes=req.notes,
+        evidence=req.evidence,
+        recorded_at=now,
+        recorded_by=actor,
+    )
+    stored = d.orders.put_verdict(verdict)
+    if stored.verdict != verdict.verdict:
+        raise Conflict(
+            f"sample {order_id} already has verdict {stored.verdict.value}",
+            details=[{"field": "verdict", "recorded": stored.verdict.value}],
+        )
+    chain = d.custody.chain(order_id)
+    d.custody.append(
+        custody_next(
+            chain[-1] if chain else None,
+            order_id=order_id,
+            from_party=f"lab:{order.lab_id}",
+            to_party=f"lab:{order.lab_id}:archive",
+            at=now,
+            location=f"lab {order.lab_id}",
+            condition=f"examined: {req.verdict.value}",
+            evidence=req.evidence,
+        )
+    )
+    d.orders.update_order(
+        order_id,
+        {"status": S.VERDICT, "verdict": req.verdict, "gsi2pk": None, "gsi2sk": None, "updated_at": now},
+        expect_status=[S.AT_LAB, S.VERDICT],
+    )
+    token = d.orders.arrive(order_id, "verdict", {"verdict": req.verdict.value})
+    if token:
+        d.workflow.succeed(token, {"verdict": req.verdict.value})
+    d.events.publish(
+        [
+            envelope(
+                VerdictRecorded(
+                    order_id=order_id,
+                    round_id=order.round_id,
+                    seller_id=order.seller_id,
+                    lab_id=order.lab_id or "",
+                    verdict=req.verdict.value,
+                ),
+                event_id=deterministic_event_id(order_id, "VerdictRecorded"),
+                correlation_id=correlation_id,
+                occurred_at=now,
+                program_id=order.program_id,
+            )
+        ]
+    )
+    return stored, True
+
+
+def post_service_quality(
+    d: Deps, order_id: str, lab_id: str | None, req: ServiceQualityIn, correlation_id: str
+) -> dict[str, Any]:
+    order = _order_for_lab(d, order_id, lab_id)
+    if order.delivered_at is None:
+        raise InvalidState(
+            f"sample {order_id} was not delivered; nothing to rate",
+            details=[{"field": "status", "status": order.status.value}],
+        )
+    score = req.score()
+    d.orders.update_order(
+        order_id,
+        {"service_quality": score, "service_quality_detail": req.model_dump(), "updated_at": d.clock.now()},
+    )
+    d.events.publish(
+        [
+            envelope(
+                ServiceQualityRecorded(order_id=order_id, seller_id=order.seller_id, score=score),
+                event_id=deterministic_event_id(order_id, "ServiceQualityRecorded", str(score)),
+                correlation_id=correlation_id,
+                occurred_at=d.clock.now(),
+                program_id=order.program_id,
+            )
+        ]
+    )
+    return {"order_id": order_id, "score": score}
+
+
+def add_custody(d: Deps, order_id: str, lab_id: str | None, req: CustodyIn) -> dict[str, Any]:
+    _order_for_lab(d, order_id, lab_id)
+    chain = d.custody.chain(order_id)
+    if not chain:
+        raise NotFound(f"sample {order_id} has no custody chain yet", details=[{"field": "order_id"}])
+    entry = custody_next(
+        chain[-1],
+        order_id=order_id,
+        from_party=req.from_party,
+        to_party=req.to_party,
+        at=d.clock.now(),
+        location=req.location,
+        condition=req.condition,
+        evidence=req.evidence,
+    )
+    d.custody.append(entry)
+    return {"seq": entry.seq, "entry_hash": entry.entry_hash, "prev_hash": entry.prev_hash}
+
+
+def custody_report(d: Deps, order_id: str, lab_id: str | None) -> dict[str, Any]:
+    _order_for_lab(d, order_id, lab_id)
+    chain = d.custody.chain(order_id)
+    report = verify_chain(chain)
+    return {
+        "order_id": order_id,
+        "valid": report.valid,
+        "length": report.length,
+        "head": report.head,
+        "first_bad_seq": report.first_bad_seq,
+        "reason": report.reason,
+        "entries": [
+            {
+                "seq": e.seq,
+                "from": e.from_party,
+                "to": e.to_party,
+                "at": e.at.isoformat(),
+                "location": e.location,
+                "condition": e.condition,
+                "evidence": list(e.evidence),
+                "prev_hash": e.prev_hash,
+                "entry_hash": e.entry_hash,
+            }
+            for e in chain
+        ],
+    }

@@ -1,0 +1,356 @@
+"""Round use cases: start a round (API) and the tasks of the ``round`` state machine."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from chalicelib.domain import estimation, sampling
+from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
+from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
+from chalicelib.domain.models import (
+    TERMINAL_STATUSES,
+    Order,
+    OrderStatus,
+    Program,
+    Round,
+    RoundStart,
+    RoundStatus,
+    VerdictKind,
+)
+from chalicelib.services.deps import Deps
+
+# The reservation covers the expected price plus this margin; capture returns what was not spent.
+RESERVATION_MARGIN = 0.15
+
+
+class RoundTaskInput(BaseModel):
+    """What the round state machine passes to its tasks (extra state fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    program_id: str
+    round_id: str
+    correlation_id: str
+
+
+def order_id_for(round_id: str, seller_id: str) -> str:
+    """Deterministic, so a retried sampling task creates the same orders (and the same execution names)."""
+    return "ord-" + hashlib.sha256(f"{round_id}|{seller_id}".encode()).hexdigest()[:24]
+
+
+def reservation_amount(expected_cost: int) -> int:
+    return expected_cost + (expected_cost * int(RESERVATION_MARGIN * 100) + 99) // 100
+
+
+def start_round(d: Deps, program_id: str, req: RoundStart) -> Round:
+    """Validate that a round can run, record it and start its ``round`` execution (named by the round id)."""
+    program = d.programs.get_program(program_id)
+    now = d.clock.now()
+    if not (program.period_start <= now <= program.period_end):
+        raise InvalidState(
+            f"programme {program_id} runs from {program.period_start.isoformat()} to {program.period_end.isoformat()}",
+            details=[{"field": "period"}],
+        )
+    sellers = [s for s in d.programs.list_sellers(program_id) if s.eligible]
+    if not sellers:
+        raise InvalidState(
+            "the programme has no eligible sellers; import sellers first", details=[{"field": "sellers"}]
+        )
+    available = d.ledger.balance(program_id).available
+    mean_cost = sum(reservation_amount(s.expected_cost) for s in sellers) / len(sellers)
+    budget = req.budget if req.budget is not None else int(program.round_size * mean_cost)
+    cheapest = min(reservation_amount(s.expected_cost) for s in sellers)
+    if budget < cheapest:
+        raise InvalidInput(
+            f"round budget {budget} is below the cheapest order {cheapest}",
+            details=[{"field": "budget", "minimum": cheapest}],
+        )
+    if available < cheapest:
+        raise InsufficientFunds(
+            f"available budget {available} cannot pay for even the cheapest order {cheapest}; fund the programme first",
+            details=[{"field": "budget", "available": available}],
+        )
+    budget = min(budget, available)
+    round_id = d.ids.new("rnd")
+    rnd = Round(
+        program_id=program_id,
+        round_id=round_id,
+        status=RoundStatus.STARTED,
+        seed=req.seed if req.seed is not None else secrets.randbits(62),
+        budget=budget,
+        started_at=now,
+        execution_name=round_id,
+    )
+    d.rounds.put_round(rnd)
+    d.workflow.start(
+        "round",
+        round_id,
+        {
+            "program_id": program_id,
+            "round_id": round_id,
+            "correlation_id": round_id,
+            "timeouts": program.timeouts.model_dump(),
+        },
+    )
+    return rnd
+
+
+def load_program(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
+    program = d.programs.get_program(inp.program_id)
+    rnd = d.rounds.get_round(inp.program_id, inp.round_id)
+    return {"currency": program.currency, "budget": rnd.budget, "seed": rnd.seed}
+
+
+def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") -> dict[str, Any]:
+    """Design and draw the round's Poisson sample; store every unit with its pi, stratum, seed and round."""
+    program = d.programs.get_program(inp.program_id)
+    rnd = d.rounds.get_round(inp.program_id, inp.round_id)
+    sellers = sorted((s for s in d.programs.list_sellers(inp.program_id) if s.eligible), key=lambda s: s.seller_id)
+    risk = np.fromiter((s.risk for s in sellers), dtype=np.float64, count=len(sellers))
+    cost = np.fromiter((reservation_amount(s.expected_cost) for s in sellers), dtype=np.int64, count=len(sellers))
+    categories = sorted({s.category for s in sellers})
+    code = {c: i for i, c in enumerate(categories)}
+    strata = np.fromiter((code[s.category] for s in sellers), dtype=np.int64, count=len(sellers))
+    design = sampling.design(
+        risk,
+        cost,
+        rnd.budget,
+        eps=program.exploration_share,
+        blend=program.blend,
+        strata=strata if len(categories) > 1 else None,
+    )
+    chosen = sampling.poisson_draw(design.pi, rnd.seed)
+    now = d.clock.now()
+    orders = [
+        Order(
+            order_id=order_id_for(inp.round_id, sellers[i].seller_id),
+            program_id=inp.program_id,
+            round_id=inp.round_id,
+            seller_id=sellers[i].seller_id,
+            category=sellers[i].category,
+            pi=float(design.pi[i]),
+            stratum=sellers[i].category,
+            seed=rnd.seed,
+            amount=int(cost[i]),
+            currency=program.currency,
+            status=OrderStatus.SAMPLED,
+            created_at=now,
+            updated_at=now,
+        )
+        for i in chosen.tolist()
+    ]
+    d.orders.put_orders(orders)
+    population_by_stratum = Counter(s.category for s in sellers)
+    d.rounds.update_round(
+        inp.program_id,
+        inp.round_id,
+        {
+            "status": RoundStatus.SAMPLED.value,
+            "population": len(sellers),
+            "sampled": len(orders),
+            "population_by_stratum": dict(population_by_stratum),
+            "expected_spend": round(design.expected_spend),
+            "expected_size": design.expected_size,
+        },
+    )
+    bucket, key = d.evidence.put_json(
+        f"{bucket_prefix}/{inp.round_id}/orders.json", [{"order_id": o.order_id} for o in orders]
+    )
+    return {"bucket": bucket, "key": key, "count": len(orders)}
+
+
+def start_order(d: Deps, item: dict[str, Any]) -> dict[str, Any]:
+    """Distributed Map item processor: start the order's own execution, named by its order id (idempotent)."""
+    order = d.orders.get_order(str(item["order_id"]))
+    program = d.programs.get_program(order.program_id)
+    d.workflow.start(
+        "order",
+        order.order_id,
+        {
+            "order_id": order.order_id,
+            "program_id": order.program_id,
+            "round_id": order.round_id,
+            "correlation_id": str(item.get("correlation_id", order.round_id)),
+            "timeouts": program.timeouts.model_dump(),
+        },
+    )
+    return {"order_id": order.order_id, "started": True}
+
+
+def await_orders(d: Deps, inp: RoundTaskInput, token: str) -> dict[str, Any]:
+    """Park the round until its last order settles (that order's Finalize resumes it), unless all already have."""
+    rnd = d.rounds.arm_round(inp.program_id, inp.round_id, token)
+    if rnd.settled >= rnd.sampled:
+        d.workflow.succeed(token, {"settled": rnd.settled})
+    return {"armed": True}
+
+
+def summarize(orders: list[Order], population: int) -> dict[str, Any]:
+    """Round figures: raw hit rate among conclusive verdicts and the design-weighted prevalence estimate."""
+    placed = [o for o in orders if o.marketplace_order_id is not None]
+    delivered = [o for o in orders if o.delivered_at is not None]
+    with_verdict = [o for o in orders if o.verdict is not None]
+    conclusive = [o for o in with_verdict if o.verdict is not None and o.verdict.conclusive]
+    hits = [o for o in conclusive if o.verdict is VerdictKind.COUNTERFEIT]
+    settled = [o for o in orders if o.status is OrderStatus.SETTLED]
+    refunded = [o for o in settled if o.refunded > 0]
+    spent = sum((o.price or 0) - o.refunded for o in settled)
+    sq = [o.service_quality for o in orders if o.service_quality is not None]
+    summary: dict[str, Any] = {
+        "population": population,
+        "sampled": len(orders),
+        "placed": len(placed),
+        "delivered": len(delivered),
+        "verdicts": len(with_verdict),
+        "conclusive": len(conclusive),
+        "counterfeit_hits": len(hits),
+        "hit_rate": len(hits) / len(conclusive) if conclusive else None,
+        "inconclusive_rate": (len(with_verdict) - len(conclusive)) / len(with_verdict) if with_verdict else None,
+        "refund_rate": len(refunded) / len(settled) if settled else None,
+        "delivery_failures": sum(1 for o in orders if o.status is OrderStatus.DELIVERY_FAILED),
+        "skipped_budget": sum(1 for o in orders if o.status is OrderStatus.SKIPPED_BUDGET),
+        "spent": spent,
+        "service_quality": sum(sq) / len(sq) if sq else None,
+        "stuck": sum(1 for o in orders if o.status not in TERMINAL_STATUSES),
+        "estimate": None,
+    }
+    if conclusive:
+        y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
+        pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
+        est = estimation.estimate(y, pi, population)
+        summary["estimate"] = estimate_dict(est)
+    return summary
+
+
+def estimate_dict(est: estimation.Estimate) -> dict[str, Any]:
+    return {
+        "prevalence": est.prevalence,
+        "ht_prevalence": est.ht_prevalence,
+        "std_error": est.std_error,
+        "ci_low": est.ci_low,
+        "ci_high": est.ci_high,
+        "n": est.n,
+        "n_eff": est.n_eff,
+        "hits": est.hits,
+        "method": est.method,
+    }
+
+
+def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
+    """Compute the round's figures, store them, emit metrics and publish ``RoundCompleted``."""
+    program = d.programs.get_program(inp.program_id)
+    rnd = d.rounds.get_round(inp.program_id, inp.round_id)
+    orders = d.orders.list_round_orders(inp.round_id)
+    summary = summarize(orders, rnd.population)
+    now = d.clock.now()
+    d.rounds.update_round(
+        inp.program_id,
+        inp.round_id,
+        {"status": RoundStatus.COMPLETED.value, "completed_at": now, "summary": summary},
+    )
+    est = summary["estimate"] or {}
+    dims = {"ProgramId": inp.program_id}
+    d.metrics.add("OrdersPlaced", summary["placed"], "Count", dims)
+    d.metrics.add("Spend", summary["spent"], "Count", dims)
+    d.metrics.add("CounterfeitHits", summary["counterfeit_hits"], "Count", dims)
+    d.metrics.add("DeliveryFailures", summary["delivery_failures"], "Count", dims)
+    for name, key in (
+        ("CounterfeitHitRate", "hit_rate"),
+        ("RefundRate", "refund_rate"),
+        ("InconclusiveRate", "inconclusive_rate"),
+        ("ServiceQualityScore", "service_quality"),
+    ):
+        if summary[key] is not None:
+            d.metrics.add(name, summary[key], "None", dims)
+    if est:
+        d.metrics.add("EstimatedPrevalence", est["prevalence"], "None", dims)
+        d.metrics.add("EstimatedPrevalenceLow", est["ci_low"], "None", dims)
+        d.metrics.add("EstimatedPrevalenceHigh", est["ci_high"], "None", dims)
+    d.metrics.flush()
+    event = RoundCompleted(
+        round_id=inp.round_id,
+        population=rnd.population,
+        sampled=summary["sampled"],
+        placed=summary["placed"],
+        conclusive=summary["conclusive"],
+        counterfeit_hits=summary["counterfeit_hits"],
+        hit_rate=summary["hit_rate"],
+        prevalence=est.get("prevalence"),
+        ci_low=est.get("ci_low"),
+        ci_high=est.get("ci_high"),
+        spent=summary["spent"],
+        currency=program.currency,
+        stuck=summary["stuck"],
+    )
+    d.events.publish(
+        [
+            envelope(
+                event,
+                event_id=deterministic_event_id(inp.round_id, "RoundCompleted"),
+                correlation_id=inp.correlation_id,
+                occurred_at=now,
+                program_id=inp.program_id,
+            )
+        ]
+    )
+    return {"status": "completed", "stuck": summary["stuck"], "sampled": summary["sampled"]}
+
+
+def round_failed(d: Deps, inp: RoundTaskInput, error: dict[str, Any] | None) -> dict[str, Any]:
+    """Compensation of the round: mark it failed and say so on the bus (no money is held by a round itself)."""
+    text = str((error or {}).get("Error", "unknown"))
+    d.rounds.update_round(
+        inp.program_id,
+        inp.round_id,
+        {"status": RoundStatus.FAILED.value, "failure": (error or {}).get("Cause", text)[:1000]},
+    )
+    d.events.publish(
+        [
+            envelope(
+                RoundFailed(round_id=inp.round_id, error=text),
+                event_id=deterministic_event_id(inp.round_id, "RoundFailed"),
+                correlation_id=inp.correlation_id,
+                occurred_at=d.clock.now(),
+                program_id=inp.program_id,
+            )
+        ]
+    )
+    return {"status": "failed"}
+
+
+def round_view(d: Deps, program_id: str, round_id: str) -> dict[str, Any]:
+    rnd = d.rounds.get_round(program_id, round_id)
+    orders = d.orders.list_round_orders(round_id)
+    counts = Counter(o.status.value for o in orders)
+    return {**rnd.model_dump(mode="json"), "orders_by_status": dict(sorted(counts.items()))}
+
+
+def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
+    """Programme-level metrics: per-round figures combined, raw and design-weighted."""
+    rounds = d.rounds.list_rounds(program.program_id)
+    all_orders: list[Order] = []
+    estimates = []
+    for rnd in rounds:
+        orders = d.orders.list_round_orders(rnd.round_id)
+        all_orders.extend(orders)
+        conclusive = [o for o in orders if o.verdict is not None and o.verdict.conclusive]
+        if conclusive and rnd.population:
+            y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
+            pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
+            estimates.append(estimation.estimate(y, pi, rnd.population))
+    summary = summarize(all_orders, max((r.population for r in rounds), default=0))
+    combined = estimation.combine_rounds(estimates) if estimates else None
+    summary["estimate"] = estimate_dict(combined) if combined else None
+    summary["rounds"] = len(rounds)
+    summary["cost_per_hit"] = summary["spent"] // summary["counterfeit_hits"] if summary["counterfeit_hits"] else None
+    if combined and summary["hit_rate"] is not None and combined.prevalence > 0:
+        summary["lift_over_uniform"] = summary["hit_rate"] / combined.prevalence
+    else:
+        summary["lift_over_uniform"] = None
+    summary["currency"] = program.currency
+    return summary

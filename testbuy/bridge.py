@@ -1,0 +1,91 @@
+"""The one small, isolated bridge from moto's Lambda service into the Chalice app's handlers.
+
+moto cannot run Lambda code without Docker; with ``lambda.use_docker = False`` its ``LambdaSimpleBackend.invoke``
+only echoes the input. We replace that method so an invocation of ``testbuy-<stage>-<task>`` runs the Chalice app's
+``lambda_function`` of that name in-process. Exceptions are reported the way the Lambda service reports them
+(``x-amz-function-error`` header and ``{"errorType", "errorMessage"}`` payload) so that the ASL's Retry and Catch see
+the real error type. This touches moto internals: moto is pinned to an exact version in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class _Context:
+    function_name: str
+    aws_request_id: str = "local"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = ""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+class Bridge:
+    def __init__(self, handlers: dict[str, Handler], prefix: str) -> None:
+        self._handlers = handlers
+        self._prefix = prefix
+        self._original: Any = None
+        self.invocations = 0
+        self.errors = 0
+
+    def resolve(self, function_name: str) -> Handler:
+        name = function_name.rsplit(":function:", 1)[-1].split(":")[0]
+        task = name.removeprefix(self._prefix)
+        try:
+            return self._handlers[task]
+        except KeyError:
+            raise KeyError(f"no Chalice handler for Lambda function {name}") from None
+
+    def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        self.invocations += 1
+        handler = self.resolve(function_name)
+        event = json.loads(body) if body else {}
+        try:
+            result = handler(event, _Context(function_name=function_name))
+        except Exception as exc:
+            self.errors += 1
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exception_only(type(exc), exc),
+                }
+            ).encode()
+        return json.dumps(result).encode()
+
+    def install(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        if self._original is not None:
+            return
+        self._original = LambdaSimpleBackend.invoke
+        bridge = self
+
+        def invoke(
+            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+        ) -> bytes:
+            return bridge.invoke(function_name, body, response_headers)
+
+        LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        if self._original is not None:
+            LambdaSimpleBackend.invoke = self._original  # type: ignore[method-assign]
+            self._original = None
+
+
+def chalice_handlers(app: Any) -> dict[str, Handler]:
+    """The Chalice app's ``@app.lambda_function`` handlers, by name."""
+    return {fn.name: fn for fn in app.pure_lambda_functions}

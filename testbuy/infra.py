@@ -1,0 +1,39 @@
+"""Reads infra/stack.json, the one description both the AWS template and the local stack are built from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StackDescription:
+    raw: dict[str, Any]
+    stage: str
+
+    @classmethod
+    def load(cls, stage: str, root: Path = ROOT) -> StackDescription:
+        return cls(json.loads((root / "infra" / "stack.json").read_text()), stage)
+
+    def name(self, template: str) -> str:
+        return template.replace("{stage}", self.stage)
+
+    @property
+    def tables(self) -> dict[str, dict[str, Any]]:
+        return dict(self.raw["tables"])
+
+    @property
+    def functions(self) -> dict[str, str]:
+        """ASL placeholder -> Chalice lambda_function name."""
+        return dict(self.raw["functions"])
+
+    def asl(self, machine: str, root: Path = ROOT) -> str:
+        return (root / self.raw["state_machines"][machine]["file"]).read_text()
+
+    def function_name(self, task: str) -> str:
+        """The deployed function name, as Chalice names it: ``<app>-<stage>-<name>``."""
+        return f"testbuy-{self.stage}-{task}"

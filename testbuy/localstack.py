@@ -1,0 +1,325 @@
+"""The embedded local stack: moto server + Step Functions executor + in-process Lambda bridge + the real HTTP API.
+
+Everything is created from ``infra/stack.json`` with boto3 (moto's CloudFormation is not reliable enough for this),
+handler code reads the same environment variables it reads in AWS, and ``AWS_ENDPOINT_URL``/``MOTO_PORT`` point
+every boto3 client (ours and the Step Functions executor's) at the local moto server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbuy.bridge import Bridge, chalice_handlers
+from testbuy.infra import ROOT, StackDescription
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+def load_app() -> Any:
+    """Import the Chalice app module (``app.py`` at the repository root)."""
+    import importlib
+    import sys
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("app")
+
+
+def _quiet_werkzeug() -> None:
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class StackInfo:
+    api_url: str
+    endpoint_url: str
+    bus_name: str
+    env: dict[str, str]
+    queues: dict[str, str] = field(default_factory=dict)
+    dlqs: dict[str, str] = field(default_factory=dict)
+    token_secret: str = ""
+    webhook_secret: str = ""
+
+
+class LocalStack:
+    """Start with ``start()`` (or as a context manager); everything runs in this process on 127.0.0.1."""
+
+    def __init__(self, stage: str = "local", workdir: Path | None = None, marketplace_url: str | None = None) -> None:
+        self.stage = stage
+        self.workdir = workdir or (ROOT / ".testbuy")
+        self.description = StackDescription.load(stage)
+        self.marketplace_url = marketplace_url or "http://127.0.0.1:9/unset"
+        self._moto: Any = None
+        self._api: Any = None
+        self._api_thread: threading.Thread | None = None
+        self.bridge: Bridge | None = None
+        self.info: StackInfo | None = None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> StackInfo:
+        from moto.server import ThreadedMotoServer
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        base_env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": endpoint,
+            "MOTO_PORT": str(port),
+        }
+        os.environ.update(base_env)
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            os.environ.pop(var, None)
+        _quiet_werkzeug()
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._moto.start()
+        self._configure_moto(endpoint)
+        chalice_app = load_app()
+        self.bridge = Bridge(chalice_handlers(chalice_app.app), prefix=f"testbuy-{self.stage}-")
+        self.bridge.install()
+        env = self._provision()
+        token_secret = secrets.token_urlsafe(24)
+        webhook_secret = secrets.token_urlsafe(24)
+        metrics_file = self.workdir / f"metrics-{port}.emf.jsonl"
+        env.update(
+            {
+                "TESTBUY_STAGE": self.stage,
+                "TESTBUY_MARKETPLACE_URL": self.marketplace_url,
+                "TESTBUY_AUTH_MODE": "local",
+                "TESTBUY_TOKEN_SECRET": token_secret,
+                "TESTBUY_WEBHOOK_SECRET": webhook_secret,
+                "TESTBUY_METRICS_FILE": str(metrics_file),
+                "POWERTOOLS_METRICS_NAMESPACE": "TestBuy",
+                "POWERTOOLS_SERVICE_NAME": "testbuy",
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),
+            }
+        )
+        os.environ.update(env)
+        from chalicelib import bootstrap
+
+        bootstrap.reset()
+        api_url = self._serve_api(chalice_app.app)
+        self.info = StackInfo(
+            api_url=api_url,
+            endpoint_url=endpoint,
+            bus_name=env["TESTBUY_EVENT_BUS"],
+            env={**base_env, **env},
+            queues=self._queues,
+            dlqs=self._dlqs,
+            token_secret=token_secret,
+            webhook_secret=webhook_secret,
+        )
+        (self.workdir / "local.json").write_text(
+            json.dumps(
+                {
+                    "api_url": api_url,
+                    "endpoint_url": endpoint,
+                    "bus_name": self.info.bus_name,
+                    "token_secret": token_secret,
+                    "pid": os.getpid(),
+                },
+                indent=2,
+            )
+        )
+        return self.info
+
+    def set_marketplace_url(self, url: str) -> None:
+        """Point the handlers at a marketplace started after the stack (same process)."""
+        self.marketplace_url = url
+        os.environ["TESTBUY_MARKETPLACE_URL"] = url
+        if self.info:
+            self.info.env["TESTBUY_MARKETPLACE_URL"] = url
+        from chalicelib import bootstrap
+
+        bootstrap.reset()
+
+    def stop(self) -> None:
+        if self._api is not None:
+            self._api.shutdown()
+            self._api.server.server_close()
+            self._api = None
+        if self.bridge is not None:
+            self.bridge.uninstall()
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    # ------------------------------------------------------------------------------------------------ moto
+    @staticmethod
+    def _configure_moto(endpoint: str) -> None:
+        body = json.dumps({"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}).encode()
+        req = urllib.request.Request(
+            f"{endpoint}/moto-api/config",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION)
+
+    def _provision(self) -> dict[str, str]:
+        d = self.description
+        env: dict[str, str] = {}
+        ddb = self.client("dynamodb")
+        for spec in d.tables.values():
+            name = d.name(spec["name"])
+            attrs = {spec["key"][0], spec["key"][1]}
+            gsis = []
+            for index, (hk, rk) in spec["indexes"].items():
+                attrs |= {hk, rk}
+                gsis.append(
+                    {
+                        "IndexName": index,
+                        "KeySchema": [
+                            {"AttributeName": hk, "KeyType": "HASH"},
+                            {"AttributeName": rk, "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                )
+            kwargs: dict[str, Any] = {
+                "TableName": name,
+                "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attrs)],
+                "KeySchema": [
+                    {"AttributeName": spec["key"][0], "KeyType": "HASH"},
+                    {"AttributeName": spec["key"][1], "KeyType": "RANGE"},
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+            }
+            if gsis:
+                kwargs["GlobalSecondaryIndexes"] = gsis
+            ddb.create_table(**kwargs)
+            env[spec["env"]] = name
+        s3 = self.client("s3")
+        bucket = d.name(d.raw["bucket"]["name"])
+        s3.create_bucket(Bucket=bucket)
+        env[d.raw["bucket"]["env"]] = bucket
+        events = self.client("events")
+        bus = d.name(d.raw["bus"]["name"])
+        events.create_event_bus(Name=bus)
+        env[d.raw["bus"]["env"]] = bus
+        sqs = self.client("sqs")
+        self._queues: dict[str, str] = {}
+        self._dlqs: dict[str, str] = {}
+        for key, q in d.raw["queues"].items():
+            dlq_url = sqs.create_queue(QueueName=d.name(q["dlq"]))["QueueUrl"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            url = sqs.create_queue(
+                QueueName=d.name(q["name"]),
+                Attributes={
+                    "RedrivePolicy": json.dumps(
+                        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(q["max_receives"])}
+                    ),
+                    "VisibilityTimeout": "30",
+                },
+            )["QueueUrl"]
+            self._queues[key] = url
+            self._dlqs[key] = dlq_url
+        for rule in d.raw["rules"].values():
+            name = d.name(rule["name"])
+            events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(rule["pattern"]))
+            url = self._queues[rule["queue"]]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": rule["queue"], "Arn": arn}])
+        iam = self.client("iam")
+        role_arn = iam.create_role(
+            RoleName=f"testbuy-{self.stage}-tasks",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = self.client("lambda")
+        zipped = io.BytesIO()
+        with zipfile.ZipFile(zipped, "w") as zf:
+            zf.writestr("app.py", "# code runs in-process through testbuy.bridge\n")
+        substitutions: dict[str, str] = {}
+        for placeholder, task in d.functions.items():
+            fn = lam.create_function(
+                FunctionName=d.function_name(task),
+                Runtime="python3.11",
+                Role=role_arn,
+                Handler=f"app.{task}",
+                Code={"ZipFile": zipped.getvalue()},
+            )
+            substitutions[placeholder] = fn["FunctionArn"]
+        sfn = self.client("stepfunctions")
+        for key, spec in d.raw["state_machines"].items():
+            definition = d.asl(key)
+            for placeholder, value in substitutions.items():
+                definition = definition.replace("${" + placeholder + "}", value)
+            arn = sfn.create_state_machine(
+                name=d.name(spec["name"]), definition=definition, roleArn=role_arn, type="STANDARD"
+            )["stateMachineArn"]
+            env[spec["env"]] = arn
+        return env
+
+    # ------------------------------------------------------------------------------------------------ API
+    def _serve_api(self, app: Any) -> str:
+        from chalice.config import Config
+        from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+        lock = threading.Lock()
+
+        class SerializedHandler(ChaliceRequestHandler):  # type: ignore[misc]
+            """Chalice keeps ``current_request`` on the app object, which is safe in Lambda (one request per
+            container) but not across threads: requests are served concurrently, handled one at a time."""
+
+            protocol_version = "HTTP/1.1"
+
+            def _generic_handle(self) -> None:
+                with lock:
+                    super()._generic_handle()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        port = free_port()
+        config = Config(chalice_stage=self.stage, config_from_disk={})
+        self._api = LocalDevServer(app, config, "127.0.0.1", port, handler_cls=SerializedHandler)
+        self._api_thread = threading.Thread(target=self._api.server.serve_forever, daemon=True)
+        self._api_thread.start()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return url
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the local API did not come up within 10 s")
