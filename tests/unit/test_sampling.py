@@ -1,0 +1,333 @@
+"""Unit and property tests for the sampling design and the Poisson draw."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.domain import sampling
+from chalicelib.domain.errors import InvalidInput
+from chalicelib.domain.sampling import SamplingError, check_unique_ids, design, poisson_draw
+
+
+def small_frame(n: int = 1_000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    risk = 1.0 / (1.0 + np.exp(-(rng.standard_normal(n) - 3.0)))
+    cost = rng.integers(500, 20_000, n).astype(np.int64)
+    return risk, cost
+
+
+# ------------------------------------------------------------------------------------------------- design
+
+
+def test_spend_meets_budget_and_probabilities_are_valid() -> None:
+    risk, cost = small_frame()
+    budget = int(cost.sum() // 10)
+    d = design(risk, cost, budget)
+    assert d.pi.dtype == np.float64
+    assert np.all(d.pi > 0) and np.all(d.pi <= 1)
+    assert math.isclose(d.expected_spend, budget, rel_tol=1e-12)
+    assert math.isclose(float(np.dot(cost, d.pi)), budget, rel_tol=1e-12)
+    assert math.isclose(d.expected_size, float(d.pi.sum()), rel_tol=1e-12)
+    assert (d.eps, d.blend, d.budget, d.strata) == (0.1, 0.5, budget, None)
+    assert not d.pi.flags.writeable
+
+
+def test_pure_components_have_the_documented_shape() -> None:
+    risk, cost = small_frame()
+    budget = int(cost.sum() // 50)  # small enough that nothing caps
+    total = float(cost.sum())
+    uniform = budget / total
+    est = design(risk, cost, budget, eps=0.2, blend=1.0)
+    ratio = (est.pi - 0.2 * uniform) / np.sqrt(risk / cost)
+    assert np.allclose(ratio, ratio[0], rtol=1e-10)
+    hunt = design(risk, cost, budget, eps=0.2, blend=0.0)
+    ratio = (hunt.pi - 0.2 * uniform) / risk
+    assert np.allclose(ratio, ratio[0], rtol=1e-10)
+    flat = design(risk, cost, budget, eps=1.0)
+    assert np.allclose(flat.pi, uniform, rtol=1e-12)
+    # blend mixes the two components linearly
+    mid = design(risk, cost, budget, eps=0.2, blend=0.3)
+    assert np.allclose(mid.pi, 0.3 * est.pi + 0.7 * hunt.pi, rtol=1e-12)
+
+
+def test_census_when_budget_covers_everything() -> None:
+    risk, cost = small_frame(50)
+    d = design(risk, cost, int(cost.sum()) + 1)
+    assert np.all(d.pi == 1.0)
+    assert d.expected_spend == float(cost.sum())
+    assert d.expected_size == 50.0
+
+
+def test_capping_redistributes_excess() -> None:
+    risk, cost = small_frame(500)
+    risk[:20] = 0.99  # very risky, some very cheap: their hunting weight exceeds 1 and must be capped
+    cost[:10] = 100
+    budget = int(cost.sum() // 4)
+    d = design(risk, cost, budget, eps=0.05, blend=0.0)
+    capped_component = (d.pi - 0.05 * budget / cost.sum()) / 0.95
+    assert np.sum(np.isclose(capped_component, 1.0, rtol=0, atol=1e-12)) >= 10
+    assert math.isclose(float(np.dot(cost, d.pi)), budget, rel_tol=1e-12)
+    assert np.all(d.pi <= 1.0)
+
+
+def test_exact_fallback_agrees_with_newton_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 200
+    risk = np.geomspace(0.9, 1e-3, n)
+    cost = np.random.default_rng(2).integers(100, 5_000, n)
+    budget = int(cost.sum() * 0.7)
+    newton = design(risk, cost, budget, eps=0.01, blend=0.0)
+    assert float(newton.pi.max()) > 0.99  # many units capped
+    monkeypatch.setattr(sampling, "_MAX_CAP_PASSES", 1)  # force the sort-based exact solve
+    exact = design(risk, cost, budget, eps=0.01, blend=0.0)
+    assert np.allclose(exact.pi, newton.pi, rtol=1e-12, atol=0)
+    assert math.isclose(float(np.dot(cost, exact.pi)), budget, rel_tol=1e-12)
+
+
+def test_accepts_float_costs_and_python_lists() -> None:
+    d = design([0.1, 0.2, 0.3], [100, 200, 300], 300)
+    assert math.isclose(d.expected_spend, 300, rel_tol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------- strata
+
+
+def test_stratified_allocation_is_cost_aware_neyman() -> None:
+    rng = np.random.default_rng(5)
+    sizes = {0: 3_000, 1: 1_000, 2: 2_000}
+    strata = np.concatenate([np.full(n, h) for h, n in sizes.items()])
+    base_risk = {0: 0.01, 1: 0.10, 2: 0.03}
+    base_cost = {0: 2_000, 1: 8_000, 2: 4_000}
+    risk = np.concatenate([rng.uniform(0.5, 1.5, n) * base_risk[h] for h, n in sizes.items()])
+    cost = np.concatenate([rng.integers(base_cost[h] // 2, base_cost[h] * 3 // 2, n) for h, n in sizes.items()])
+    budget = int(cost.sum() // 40)
+    d = design(risk, cost, budget, strata=strata)
+    assert d.stratum_budgets is not None
+    assert math.isclose(d.expected_spend, budget, rel_tol=1e-12)
+    assert math.isclose(sum(d.stratum_budgets.values()), budget, rel_tol=1e-12)
+    score = {}
+    for h in sizes:
+        m = strata == h
+        pbar, cbar = float(risk[m].mean()), float(cost[m].mean())
+        score[h] = m.sum() * math.sqrt(pbar * (1 - pbar)) * math.sqrt(cbar)
+        spend_h = float(np.dot(cost[m], d.pi[m]))
+        assert math.isclose(spend_h, d.stratum_budgets[h], rel_tol=1e-9)
+        # the eps floor holds within the stratum
+        assert float(d.pi[m].min()) >= 0.1 * spend_h / float(cost[m].sum()) * (1 - 1e-12)
+    total_score = sum(score.values())
+    for h in sizes:
+        assert math.isclose(d.stratum_budgets[h], budget * score[h] / total_score, rel_tol=1e-9)
+    assert d.strata is not None and np.array_equal(d.strata, strata)
+
+
+def test_stratum_that_would_overspend_is_censused() -> None:
+    risk = np.concatenate([np.full(10, 0.5), np.full(1_000, 0.001)])
+    cost = np.full(1_010, 1_000, dtype=np.int64)
+    strata = np.concatenate([np.zeros(10, dtype=np.int64), np.ones(1_000, dtype=np.int64)])
+    budget = 100_000
+    d = design(risk, cost, budget, strata=strata)
+    assert np.all(d.pi[:10] == 1.0)
+    assert math.isclose(d.expected_spend, budget, rel_tol=1e-12)
+
+
+def test_quotas_raise_small_strata() -> None:
+    risk, cost = small_frame(3_000)
+    strata = np.zeros(3_000, dtype=np.int64)
+    strata[:100] = 7  # a small category the Neyman share would starve
+    budget = int(cost.sum() // 30)
+    plain = design(risk, cost, budget, strata=strata)
+    assert float(plain.pi[:100].sum()) < 20
+    d = design(risk, cost, budget, strata=strata, quotas={7: 20})
+    assert float(d.pi[:100].sum()) >= 20 - 1e-9
+    assert float(d.pi[:100].sum()) <= 20 * (1 + 1e-9)
+    assert math.isclose(d.expected_spend, budget, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("quotas", "why"),
+    [
+        ({7: 101}, "more than the stratum"),
+        ({7: 100, 0: 2_900}, "costs more than the budget"),
+        ({9: 1}, "unknown stratum"),
+        ({7: -1}, "negative"),
+    ],
+)
+def test_impossible_quotas_are_rejected(quotas: dict[int, int], why: str) -> None:
+    risk, cost = small_frame(3_000)
+    strata = np.zeros(3_000, dtype=np.int64)
+    strata[:100] = 7
+    with pytest.raises(SamplingError) as err:
+        design(risk, cost, int(cost.sum() // 30), strata=strata, quotas=quotas)
+    assert err.value.field == "quotas", why
+
+
+def test_quotas_without_strata_are_rejected() -> None:
+    risk, cost = small_frame(10)
+    with pytest.raises(SamplingError) as err:
+        design(risk, cost, int(cost.sum() // 2), quotas={0: 1})
+    assert err.value.field == "quotas"
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+RISK = [0.1, 0.2, 0.3]
+COST = [100, 200, 300]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"risk": [0.1, float("nan"), 0.3]}, "risk"),
+        ({"risk": [0.1, float("inf"), 0.3]}, "risk"),
+        ({"risk": [0.1, -0.2, 0.3]}, "risk"),
+        ({"risk": [0.1, 0.0, 0.3]}, "risk"),
+        ({"risk": [0.1, 1.0, 0.3]}, "risk"),
+        ({"risk": ["a", "b", "c"]}, "risk"),
+        ({"cost": [100, -5, 300]}, "cost"),
+        ({"cost": [100, 0, 300]}, "cost"),
+        ({"cost": [100.0, float("nan"), 300.0]}, "cost"),
+        ({"cost": [100.0, float("inf"), 300.0]}, "cost"),
+        ({"risk": [], "cost": []}, "frame"),
+        ({"cost": [100, 200]}, "frame"),
+        ({"budget": 99}, "budget"),
+        ({"budget": 150.5}, "budget"),
+        ({"eps": 0.0}, "eps"),
+        ({"eps": 1.5}, "eps"),
+        ({"eps": -0.1}, "eps"),
+        ({"eps": float("nan")}, "eps"),
+        ({"blend": 1.1}, "blend"),
+        ({"blend": -0.1}, "blend"),
+        ({"strata": [0, 1]}, "strata"),
+        ({"strata": [0.5, 1.0, 2.0]}, "strata"),
+    ],
+)
+def test_bad_input_names_the_field(kwargs: dict[str, Any], field: str) -> None:
+    args: dict[str, Any] = {"risk": RISK, "cost": COST, "budget": 300, **kwargs}
+    with pytest.raises(SamplingError) as err:
+        design(args.pop("risk"), args.pop("cost"), args.pop("budget"), **args)
+    assert err.value.field == field
+    assert isinstance(err.value, ValueError)
+    assert isinstance(err.value, InvalidInput)
+    assert err.value.details == {"field": field}
+
+
+def test_duplicate_seller_ids_are_rejected() -> None:
+    check_unique_ids(["s1", "s2", "s3"])
+    with pytest.raises(SamplingError) as err:
+        check_unique_ids(["s1", "s2", "s1"])
+    assert err.value.field == "seller_id"
+    assert "s1" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pi", "seed", "field"),
+    [
+        ([0.5, 0.0], 1, "pi"),
+        ([0.5, 1.2], 1, "pi"),
+        ([0.5, float("nan")], 1, "pi"),
+        ([0.5, 0.5], -1, "seed"),
+        ([0.5, 0.5], 1.5, "seed"),
+    ],
+)
+def test_bad_draw_input(pi: list[float], seed: Any, field: str) -> None:
+    with pytest.raises(SamplingError) as err:
+        poisson_draw(np.array(pi), seed)
+    assert err.value.field == field
+
+
+# ------------------------------------------------------------------------------------------------- draw
+
+
+def test_draw_is_seeded_sorted_and_matches_the_definition() -> None:
+    risk, cost = small_frame(5_000)
+    d = design(risk, cost, int(cost.sum() // 10))
+    a = poisson_draw(d.pi, 42)
+    b = poisson_draw(d.pi, 42)
+    assert a.dtype == np.int64
+    assert np.array_equal(a, b)
+    assert np.all(np.diff(a) > 0)
+    expected = np.flatnonzero(np.random.default_rng(42).random(5_000) < d.pi)
+    assert np.array_equal(a, expected)
+    assert not np.array_equal(a, poisson_draw(d.pi, 43))
+
+
+def test_chunked_draw_equals_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
+    pi = np.random.default_rng(1).uniform(0.01, 0.5, 10_007)
+    whole = poisson_draw(pi, 9)
+    monkeypatch.setattr(sampling, "_DRAW_CHUNK", 1_000)
+    assert np.array_equal(poisson_draw(pi, 9), whole)
+
+
+def test_draw_of_certain_units_and_empty_frame() -> None:
+    assert np.array_equal(poisson_draw(np.ones(7), 0), np.arange(7))
+    assert poisson_draw(np.empty(0), 0).shape == (0,)
+
+
+# ------------------------------------------------------------------------------------------------- properties
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    n = draw(st.integers(1, 60))
+    risk = np.array(draw(st.lists(st.floats(1e-4, 1 - 1e-4), min_size=n, max_size=n)))
+    cost = np.array(draw(st.lists(st.integers(1, 1_000_000), min_size=n, max_size=n)), dtype=np.int64)
+    total = int(cost.sum())
+    budget = draw(st.integers(int(cost.min()), max(int(cost.min()), total + total // 5)))
+    eps = draw(st.floats(1e-3, 1.0))
+    blend = draw(st.floats(0.0, 1.0))
+    return risk, cost, budget, eps, blend
+
+
+@settings(max_examples=300, deadline=None)
+@given(frames())
+def test_design_properties(frame: tuple[np.ndarray, np.ndarray, int, float, float]) -> None:
+    """Guarantees: 0 < pi <= 1; pi_i >= eps * min(1, B / C); sum(c * pi) == B when B < C, else a census."""
+    risk, cost, budget, eps, blend = frame
+    d = design(risk, cost, budget, eps=eps, blend=blend)
+    total = float(cost.sum())
+    assert np.all(d.pi > 0) and np.all(d.pi <= 1.0)
+    floor = eps * min(1.0, budget / total)
+    assert float(d.pi.min()) >= floor * (1 - 1e-12)
+    if budget < total:
+        assert math.isclose(float(np.dot(cost.astype(float), d.pi)), budget, rel_tol=1e-9)
+        assert math.isclose(d.expected_spend, budget, rel_tol=1e-9)
+    else:
+        assert np.all(d.pi == 1.0)
+        assert d.expected_spend == total
+    assert math.isclose(d.expected_size, float(d.pi.sum()), rel_tol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(frames(), st.lists(st.integers(0, 3), min_size=60, max_size=60))
+def test_stratified_design_properties(
+    frame: tuple[np.ndarray, np.ndarray, int, float, float], codes: list[int]
+) -> None:
+    risk, cost, budget, eps, blend = frame
+    strata = np.array(codes[: risk.shape[0]], dtype=np.int64)
+    d = design(risk, cost, budget, eps=eps, blend=blend, strata=strata)
+    total = float(cost.sum())
+    assert np.all(d.pi > 0) and np.all(d.pi <= 1.0)
+    target = min(float(budget), total)
+    assert math.isclose(float(np.dot(cost.astype(float), d.pi)), target, rel_tol=1e-9)
+    assert d.stratum_budgets is not None
+    for h, b_h in d.stratum_budgets.items():
+        m = strata == h
+        c_h = float(cost[m].sum())
+        assert b_h <= c_h * (1 + 1e-12)
+        assert float(d.pi[m].min()) >= eps * min(1.0, b_h / c_h) * (1 - 1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=200), st.integers(0, 2**32))
+def test_draw_properties(pi: list[float], seed: int) -> None:
+    arr = np.array(pi)
+    idx = poisson_draw(arr, seed)
+    assert idx.dtype == np.int64
+    assert np.all(np.diff(idx) > 0)
+    assert idx.size == 0 or (idx[0] >= 0 and idx[-1] < arr.shape[0])
+    assert set(np.flatnonzero(arr == 1.0)) <= set(idx.tolist())
