@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Chalice, Rate
+from chalice.app import Chalice, Rate
 
 from chalicelib import tasks
 from chalicelib.api import finance, lab, programs, webhooks

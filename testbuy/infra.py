@@ -32,7 +32,7 @@ class StackDescription:
         return dict(self.raw["functions"])
 
     def asl(self, machine: str, root: Path = ROOT) -> str:
-        return (root / self.raw["state_machines"][machine]["file"]).read_text()
+        return (root / str(self.raw["state_machines"][machine]["file"])).read_text()
 
     def function_name(self, task: str) -> str:
         """The deployed function name, as Chalice names it: ``<app>-<stage>-<name>``."""

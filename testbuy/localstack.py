@@ -101,6 +101,9 @@ class LocalStack:
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(var, None)
         _quiet_werkzeug()
+        from testbuy import moto_fidelity
+
+        moto_fidelity.install()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self._moto.start()
         self._configure_moto(endpoint)
@@ -293,7 +296,7 @@ class LocalStack:
 
         lock = threading.Lock()
 
-        class SerializedHandler(ChaliceRequestHandler):  # type: ignore[misc]
+        class SerializedHandler(ChaliceRequestHandler):
             """Chalice keeps ``current_request`` on the app object, which is safe in Lambda (one request per
             container) but not across threads: requests are served concurrently, handled one at a time."""
 

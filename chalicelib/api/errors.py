@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chalice import Response
+from chalice.app import Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.api.auth import Forbidden, Unauthorized
@@ -89,6 +89,14 @@ def handles_errors(fn: F) -> F:
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def raw_body(request: Any) -> bytes:
+    """The request body as bytes (Chalice may hand over str or bytes)."""
+    raw = request.raw_body
+    if raw is None:
+        return b""
+    return raw.encode() if isinstance(raw, str) else bytes(raw)
 
 
 def parse_body(raw: bytes | None, model: type[M]) -> M:

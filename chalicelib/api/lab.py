@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
+from chalice.app import Blueprint
 
 from chalicelib.api.auth import Forbidden, Principal, Role
 from chalicelib.api.common import correlation_id, require
-from chalicelib.api.errors import handles_errors, parse_body, respond
+from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
 from chalicelib.bootstrap import deps
 from chalicelib.domain.models import CustodyIn, ServiceQualityIn, VerdictIn
 from chalicelib.services import lab
@@ -35,7 +35,7 @@ def queue(lab_id: str) -> Any:
 def verdict(order_id: str) -> Any:
     req = bp.current_request
     who = require(req, Role.LAB)
-    body = parse_body(req.raw_body, VerdictIn)
+    body = parse_body(raw_body(req), VerdictIn)
     stored, created = lab.post_verdict(deps(), order_id, _scope(who), who.subject, body, correlation_id(req))
     return respond(201 if created else 200, stored.model_dump(mode="json"))
 
@@ -45,7 +45,7 @@ def verdict(order_id: str) -> Any:
 def service_quality(order_id: str) -> Any:
     req = bp.current_request
     who = require(req, Role.LAB)
-    body = parse_body(req.raw_body, ServiceQualityIn)
+    body = parse_body(raw_body(req), ServiceQualityIn)
     return respond(200, lab.post_service_quality(deps(), order_id, _scope(who), body, correlation_id(req)))
 
 
@@ -54,7 +54,7 @@ def service_quality(order_id: str) -> Any:
 def add_custody(order_id: str) -> Any:
     req = bp.current_request
     who = require(req, Role.LAB)
-    return respond(201, lab.add_custody(deps(), order_id, _scope(who), parse_body(req.raw_body, CustodyIn)))
+    return respond(201, lab.add_custody(deps(), order_id, _scope(who), parse_body(raw_body(req), CustodyIn)))
 
 
 @bp.route("/samples/{order_id}/custody", methods=["GET"])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
+from chalice.app import Blueprint
 
 from chalicelib.api.auth import Role
 from chalicelib.api.common import require
-from chalicelib.api.errors import handles_errors, parse_body, respond
+from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
 from chalicelib.bootstrap import deps
 from chalicelib.domain.models import FundRequest, ProgramCreate, RoundStart, SellerImport
 from chalicelib.services import programs, rounds
@@ -22,7 +22,7 @@ PM = Role.PROGRAM_MANAGER
 def create_program() -> Any:
     req = bp.current_request
     require(req, PM)
-    program = programs.create_program(deps(), parse_body(req.raw_body, ProgramCreate))
+    program = programs.create_program(deps(), parse_body(raw_body(req), ProgramCreate))
     return respond(201, program.model_dump(mode="json"))
 
 
@@ -41,7 +41,7 @@ def get_program(program_id: str) -> Any:
 def fund(program_id: str) -> Any:
     req = bp.current_request
     require(req, PM, Role.FINANCE)
-    balance = programs.fund_program(deps(), program_id, parse_body(req.raw_body, FundRequest))
+    balance = programs.fund_program(deps(), program_id, parse_body(raw_body(req), FundRequest))
     return respond(200, {"program_id": program_id, "balance": balance.__dict__})
 
 
@@ -50,7 +50,7 @@ def fund(program_id: str) -> Any:
 def import_sellers(program_id: str) -> Any:
     req = bp.current_request
     require(req, PM)
-    return respond(200, programs.import_sellers(deps(), program_id, parse_body(req.raw_body, SellerImport)))
+    return respond(200, programs.import_sellers(deps(), program_id, parse_body(raw_body(req), SellerImport)))
 
 
 @bp.route("/programs/{program_id}/rounds", methods=["POST"])
@@ -58,8 +58,7 @@ def import_sellers(program_id: str) -> Any:
 def start_round(program_id: str) -> Any:
     req = bp.current_request
     require(req, PM)
-    body = req.raw_body if req.raw_body else b"{}"
-    rnd = rounds.start_round(deps(), program_id, parse_body(body, RoundStart))
+    rnd = rounds.start_round(deps(), program_id, parse_body(raw_body(req) or b"{}", RoundStart))
     return respond(202, rnd.model_dump(mode="json"))
 
 

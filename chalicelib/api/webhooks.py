@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
+from chalice.app import Blueprint
 
 from chalicelib.api.auth import Role, verify_webhook
 from chalicelib.api.common import require
-from chalicelib.api.errors import handles_errors, parse_body, respond
+from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
 from chalicelib.bootstrap import deps
 from chalicelib.config import settings
 from chalicelib.domain.models import DeliveryNotice
@@ -21,8 +21,9 @@ bp = Blueprint(__name__)
 @handles_errors
 def delivery() -> Any:
     req = bp.current_request
-    raw = req.raw_body or b""
-    verify_webhook(settings().webhook_secret, raw, (req.headers or {}).get("x-testbuy-signature"))
+    raw = raw_body(req)
+    headers: dict[str, str] = dict(req.headers or {})
+    verify_webhook(settings().webhook_secret, raw, headers.get("x-testbuy-signature"))
     return respond(202, orders.record_delivery(deps(), parse_body(raw, DeliveryNotice)))
 
 

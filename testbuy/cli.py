@@ -1,0 +1,129 @@
+"""The `testbuy` command line: demo, serve, token, package, schemas, openapi, spend."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="testbuy: marketplace test-buy programmes.")
+console = Console()
+LOCAL_STATE = Path(".testbuy/local.json")
+
+
+@app.command()
+def demo(
+    sellers: int = typer.Option(2500, min=100, help="sellers in the simulated marketplace"),
+    rounds: int = typer.Option(2, min=1, max=10),
+    round_size: int = typer.Option(70, min=1, help="expected test buys per round"),
+    seed: int = typer.Option(42),
+    out: Path = typer.Option(Path(".testbuy/demo-summary.json"), help="where the JSON summary goes"),
+) -> None:
+    """Run a whole programme on the embedded local stack and print its summary."""
+    from testbuy.demo import DemoConfig, run_demo
+
+    _, code = run_demo(DemoConfig(sellers=sellers, rounds=rounds, round_size=round_size, seed=seed, out=out), console)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(with_simulators: bool = typer.Option(False, help="also run the simulated marketplace and labs")) -> None:
+    """Keep the local stack up (Ctrl-C to stop); prints the API URL, the AWS endpoint URL and the bus name."""
+    from testbuy.localstack import LocalStack
+
+    with LocalStack() as stack:
+        info = stack.info
+        assert info is not None
+        console.print(f"API URL:          {info.api_url}")
+        console.print(f"AWS endpoint URL: {info.endpoint_url}")
+        console.print(f"Event bus:        {info.bus_name}")
+        console.print("Get a token:      testbuy token --role program_manager")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+@app.command()
+def token(
+    role: str = typer.Option(..., help="program_manager, lab, finance, enforcement, marketplace or admin"),
+    lab_id: str | None = typer.Option(None, help="required for role lab"),
+    subject: str = typer.Option("cli-user"),
+    ttl: int = typer.Option(86400, min=60),
+) -> None:
+    """Print a dev token for the running local stack (`testbuy serve`)."""
+    from chalicelib.api.auth import Role, issue_token
+
+    if not LOCAL_STATE.exists():
+        console.print("[red]No local stack state found.[/] Start one with `testbuy serve` in this directory first.")
+        raise typer.Exit(2)
+    try:
+        r = Role(role)
+    except ValueError:
+        console.print(f"[red]Unknown role {role}.[/] Use one of: {', '.join(x.value for x in Role)}")
+        raise typer.Exit(2) from None
+    if r is Role.LAB and not lab_id:
+        console.print("[red]A lab token needs --lab-id.[/]")
+        raise typer.Exit(2)
+    secret = json.loads(LOCAL_STATE.read_text())["token_secret"]
+    print(issue_token(secret, r, subject, lab_id, ttl))
+
+
+@app.command()
+def package(out: Path = typer.Option(Path("build/package"))) -> None:
+    """Build the deployable CloudFormation template: `chalice package` merged with infra/."""
+    from testbuy.packaging import build_package
+
+    path = build_package(out, console)
+    console.print(f"template: {path}")
+
+
+@app.command()
+def schemas(write: bool = typer.Option(False, help="rewrite schemas/events/*.json")) -> None:
+    """Check (or write) the committed JSON Schemas of the events."""
+    from testbuy.contracts import check_schemas
+
+    problems = check_schemas(write)
+    for p in problems:
+        console.print(f"[red]{p}[/]")
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def openapi(write: bool = typer.Option(False, help="rewrite docs/openapi.json")) -> None:
+    """Check (or write) the committed OpenAPI document."""
+    from testbuy.contracts import check_openapi
+
+    problems = check_openapi(write)
+    for p in problems:
+        console.print(f"[red]{p}[/]")
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command()
+def spend(
+    program_id: str,
+    api_url: str = typer.Option(..., envvar="TESTBUY_API_URL"),
+    token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
+    group_by: str = typer.Option("program"),
+    fmt: str = typer.Option("json", "--format"),
+) -> None:
+    """Print a spend report (JSON or CSV) from a running API."""
+    from testbuy.client import ApiClient
+
+    status, body, _ = ApiClient(api_url, token_value).request(
+        "GET", f"/programs/{program_id}/spend?group_by={group_by}&format={fmt}"
+    )
+    if status != 200:
+        console.print(f"[red]HTTP {status}[/]: {body}")
+        raise typer.Exit(1)
+    sys.stdout.write(body if isinstance(body, str) else json.dumps(body, indent=2) + "\n")
+
+
+def main() -> None:
+    app()

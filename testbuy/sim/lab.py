@@ -1,0 +1,102 @@
+"""Simulated lab: polls its queue over the real HTTP API, logs a custody hand-over, rates service quality and posts
+a verdict. It examines the parcel's ground truth (from the simulated marketplace); a few results are inconclusive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LabSim:
+    api_url: str
+    lab_id: str
+    token: str
+    truth: Callable[[str], tuple[bool, tuple[int, int, int], int]]
+    inconclusive_rate: float = 0.03
+    poll_seconds: float = 0.3
+    seed: int = 11
+    verdicts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"lab-{self.lab_id}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.api_url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def examine(self, order_id: str) -> None:
+        fake, (packaging, accuracy, communication), days = self.truth(order_id)
+        rng = random.Random(hashlib.sha256(f"{self.seed}|{order_id}".encode()).hexdigest())
+        photo = hashlib.sha256(f"photo|{order_id}".encode()).hexdigest()
+        self.call(
+            "POST",
+            f"/samples/{order_id}/custody",
+            {
+                "from_party": f"lab:{self.lab_id}:intake",
+                "to_party": f"lab:{self.lab_id}:bench",
+                "location": f"{self.lab_id} bench 1",
+                "condition": "seal intact",
+                "evidence": [photo],
+            },
+        )
+        self.call(
+            "POST",
+            f"/samples/{order_id}/service-quality",
+            {
+                "delivery_days": days,
+                "packaging": packaging,
+                "description_accuracy": accuracy,
+                "communication": communication,
+            },
+        )
+        if rng.random() < self.inconclusive_rate:
+            verdict = "inconclusive"
+        else:
+            verdict = "counterfeit" if fake else "authentic"
+        status, body = self.call(
+            "POST",
+            f"/samples/{order_id}/verdict",
+            {"verdict": verdict, "notes": "simulated examination", "evidence": [photo]},
+        )
+        if status in (200, 201):
+            self.verdicts += 1
+        else:
+            self.errors.append(f"{order_id}: {status} {body}")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = self.call("GET", f"/labs/{self.lab_id}/queue")
+                if status == 200:
+                    for sample in body["samples"]:
+                        self.examine(sample["order_id"])
+            except (OSError, KeyError) as exc:
+                self.errors.append(repr(exc))
+            self._stop.wait(self.poll_seconds)

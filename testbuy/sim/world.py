@@ -1,0 +1,126 @@
+"""A seeded simulated marketplace population with ground truth.
+
+Each seller either sells fakes or not (the truth the programme tries to estimate). The platform's signals about
+a seller are noisy and only partly informative, like a real risk model's inputs; some are missing. Delivery delays,
+lost parcels, refusals (a seller spotting the buyer) and service quality are drawn per seller.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+CATEGORIES = {
+    # category: (share of sellers, share selling fakes, mean order cost in minor units)
+    "luxury_bags": (0.12, 0.10, 160_000),
+    "sneakers": (0.18, 0.07, 90_000),
+    "cosmetics": (0.22, 0.04, 25_000),
+    "electronics": (0.20, 0.03, 60_000),
+    "toys": (0.16, 0.02, 12_000),
+    "apparel": (0.12, 0.03, 20_000),
+}
+
+
+@dataclass(frozen=True)
+class SimSeller:
+    seller_id: str
+    category: str
+    expected_cost: int
+    sells_fakes: bool
+    signals: dict[str, Any]
+    linked_sellers: tuple[str, ...]
+    delivery_days: int
+    service: tuple[int, int, int]  # packaging, description accuracy, communication (1..5)
+    loses_parcel: bool
+    refuses: bool
+
+
+@dataclass
+class World:
+    seed: int
+    sellers: list[SimSeller] = field(default_factory=list)
+
+    @property
+    def by_id(self) -> dict[str, SimSeller]:
+        return {s.seller_id: s for s in self.sellers}
+
+    @property
+    def true_prevalence(self) -> float:
+        return sum(s.sells_fakes for s in self.sellers) / len(self.sellers)
+
+    def import_payload(self) -> list[dict[str, Any]]:
+        """What the platform knows: signals, never the truth."""
+        return [
+            {
+                "seller_id": s.seller_id,
+                "category": s.category,
+                "expected_cost": s.expected_cost,
+                "signals": s.signals,
+                "linked_sellers": list(s.linked_sellers),
+            }
+            for s in self.sellers
+        ]
+
+
+def _beta(rng: random.Random, mean: float, strength: float) -> float:
+    return rng.betavariate(max(mean * strength, 1e-3), max((1 - mean) * strength, 1e-3))
+
+
+def generate(n_sellers: int, seed: int, *, lost_rate: float = 0.02, refuse_rate: float = 0.01) -> World:
+    rng = random.Random(seed)
+    cats = list(CATEGORIES)
+    weights = [CATEGORIES[c][0] for c in cats]
+    world = World(seed=seed)
+    for i in range(n_sellers):
+        cat = rng.choices(cats, weights)[0]
+        _, fake_share, mean_cost = CATEGORIES[cat]
+        fake = rng.random() < fake_share
+        cost = max(1_000, int(rng.lognormvariate(math.log(mean_cost), 0.35)))
+
+        def maybe(value: Any, p_missing: float = 0.1) -> Any:
+            return None if rng.random() < p_missing else value
+
+        signals = {
+            "identity_verified": maybe(rng.random() < (0.6 if fake else 0.85)),
+            "credibility": maybe(round(_beta(rng, 0.55 if fake else 0.7, 8), 4)),
+            "policy_compliance": maybe(round(_beta(rng, 0.75 if fake else 0.85, 10), 4)),
+            "penalty_count": maybe(int(rng.expovariate(1 / (1.1 if fake else 0.5)))),
+            "positive_behaviour": maybe(round(_beta(rng, 0.5 if fake else 0.6, 6), 4)),
+            "collaboration": maybe(round(_beta(rng, 0.5 if fake else 0.6, 6), 4)),
+            "complaint_rate": maybe(round(_beta(rng, 0.04 if fake else 0.02, 60), 5)),
+            "refund_rate": maybe(round(_beta(rng, 0.03 if fake else 0.015, 60), 5)),
+            "price_anomaly": maybe(round(rng.gauss(-1.0 if fake else 0.0, 1.0), 3)),
+            "account_age_days": maybe(int(rng.expovariate(1 / (350 if fake else 900)))),
+            "linked_accounts": maybe(int(rng.expovariate(1 / (1.2 if fake else 0.4)))),
+        }
+        world.sellers.append(
+            SimSeller(
+                seller_id=f"sel-{i:06d}",
+                category=cat,
+                expected_cost=cost,
+                sells_fakes=fake,
+                signals=signals,
+                linked_sellers=(),
+                delivery_days=max(1, int(rng.gauss(5, 2.5))),
+                service=(rng.randint(2, 5), rng.randint(1 if fake else 3, 5), rng.randint(2, 5)),
+                loses_parcel=rng.random() < lost_rate,
+                refuses=rng.random() < refuse_rate,
+            )
+        )
+    # Rings: some fake sellers run linked storefronts.
+    fakes = [s for s in world.sellers if s.sells_fakes]
+    rng.shuffle(fakes)
+    by_id = {s.seller_id: idx for idx, s in enumerate(world.sellers)}
+    for a, b in zip(fakes[0:20:2], fakes[1:20:2], strict=False):
+        ia, ib = by_id[a.seller_id], by_id[b.seller_id]
+        world.sellers[ia] = _with_links(world.sellers[ia], (b.seller_id,))
+        world.sellers[ib] = _with_links(world.sellers[ib], (a.seller_id,))
+    return world
+
+
+def _with_links(s: SimSeller, links: tuple[str, ...]) -> SimSeller:
+    from dataclasses import replace
+
+    return replace(s, linked_sellers=links)
