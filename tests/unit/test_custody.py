@@ -1,3 +1,4 @@
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -32,7 +33,7 @@ def test_a_fresh_chain_verifies_and_links_each_entry_to_the_previous() -> None:
     report = verify_chain(entries)
     assert report.valid and report.length == 4 and report.head == entries[-1].entry_hash
     assert entries[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.entry_hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.entry_hash for a, b in itertools.pairwise(entries))
 
 
 @given(st.integers(min_value=0, max_value=4), st.sampled_from(["location", "condition", "to_party", "from_party"]))
