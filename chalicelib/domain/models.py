@@ -150,6 +150,7 @@ class Round(Lenient):
     started_at: datetime
     execution_name: str
     population: int = 0
+    population_by_stratum: dict[str, int] = Field(default_factory=dict)
     sampled: int = 0
     settled: int = 0
     completed_at: datetime | None = None
@@ -256,6 +257,7 @@ class Order(Lenient):
     seller_id: str
     category: str
     pi: float
+    risk: float | None = None
     stratum: str
     seed: int
     amount: int

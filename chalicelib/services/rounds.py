@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.domain import estimation, sampling
+from chalicelib.domain import estimation, risk, sampling
 from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
 from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
 from chalicelib.domain.models import (
@@ -111,13 +111,13 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
     program = d.programs.get_program(inp.program_id)
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
     sellers = sorted((s for s in d.programs.list_sellers(inp.program_id) if s.eligible), key=lambda s: s.seller_id)
-    risk = np.fromiter((s.risk for s in sellers), dtype=np.float64, count=len(sellers))
+    risks = learned_risk(d, inp.program_id, inp.round_id, sellers)
     cost = np.fromiter((reservation_amount(s.expected_cost) for s in sellers), dtype=np.int64, count=len(sellers))
     categories = sorted({s.category for s in sellers})
     code = {c: i for i, c in enumerate(categories)}
     strata = np.fromiter((code[s.category] for s in sellers), dtype=np.int64, count=len(sellers))
     design = sampling.design(
-        risk,
+        risks,
         cost,
         rnd.budget,
         eps=program.exploration_share,
@@ -134,6 +134,7 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             seller_id=sellers[i].seller_id,
             category=sellers[i].category,
             pi=float(design.pi[i]),
+            risk=float(risks[i]),
             stratum=sellers[i].category,
             seed=rnd.seed,
             amount=int(cost[i]),
@@ -164,6 +165,30 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
     return {"bucket": bucket, "key": key, "count": len(orders)}
 
 
+def learned_risk(d: Deps, program_id: str, round_id: str, sellers: list[Any]) -> np.ndarray[Any, Any]:
+    """Each seller's risk for this round: its model score shrunk toward its category's Beta-Binomial rate and
+    updated by its own earlier test buys in this programme (``chalicelib.domain.risk.combine``), so every round
+    learns from the conclusive verdicts of the rounds before it."""
+    outcomes: list[tuple[str, bool]] = []
+    own: dict[str, list[int]] = {}
+    for rnd in d.rounds.list_rounds(program_id):
+        if rnd.round_id == round_id:
+            continue
+        for o in d.orders.list_round_orders(rnd.round_id):
+            if o.verdict is not None and o.verdict.conclusive:
+                fake = o.verdict is VerdictKind.COUNTERFEIT
+                outcomes.append((o.category, fake))
+                counts = own.setdefault(o.seller_id, [0, 0])
+                counts[0] += 1
+                counts[1] += int(fake)
+    priors = risk.update_priors({}, outcomes) if outcomes else {}
+    return np.fromiter(
+        (risk.combine(s.risk, priors.get(s.category), *own.get(s.seller_id, (0, 0))) for s in sellers),
+        dtype=np.float64,
+        count=len(sellers),
+    )
+
+
 def start_order(d: Deps, item: dict[str, Any]) -> dict[str, Any]:
     """Distributed Map item processor: start the order's own execution, named by its order id (idempotent)."""
     order = d.orders.get_order(str(item["order_id"]))
@@ -190,7 +215,9 @@ def await_orders(d: Deps, inp: RoundTaskInput, token: str) -> dict[str, Any]:
     return {"armed": True}
 
 
-def summarize(orders: list[Order], population: int) -> dict[str, Any]:
+def summarize(
+    orders: list[Order], population: int, population_by_stratum: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Round figures: raw hit rate among conclusive verdicts and the design-weighted prevalence estimate."""
     placed = [o for o in orders if o.marketplace_order_id is not None]
     delivered = [o for o in orders if o.delivered_at is not None]
@@ -224,6 +251,14 @@ def summarize(orders: list[Order], population: int) -> dict[str, Any]:
         pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
         est = estimation.estimate(y, pi, population)
         summary["estimate"] = estimate_dict(est)
+        if population_by_stratum and len(population_by_stratum) > 1:
+            names = sorted(population_by_stratum)
+            code = {c: i for i, c in enumerate(names)}
+            strata = np.fromiter((code[o.stratum] for o in conclusive), dtype=np.int64)
+            _, per = estimation.estimate_by_stratum(
+                y, pi, strata, {code[c]: n for c, n in population_by_stratum.items() if c in code and code[c] in strata}
+            )
+            summary["by_stratum"] = {names[k]: estimate_dict(v) for k, v in per.items()}
     return summary
 
 
@@ -246,7 +281,7 @@ def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
     program = d.programs.get_program(inp.program_id)
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
     orders = d.orders.list_round_orders(inp.round_id)
-    summary = summarize(orders, rnd.population)
+    summary = summarize(orders, rnd.population, rnd.population_by_stratum)
     now = d.clock.now()
     d.rounds.update_round(
         inp.program_id,
@@ -353,4 +388,9 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     else:
         summary["lift_over_uniform"] = None
     summary["currency"] = program.currency
+    summary["precision"] = (
+        {f"buys_needed_for_pm_{hw * 100:g}pt": estimation.buys_needed(combined, hw) for hw in (0.01, 0.005)}
+        if combined
+        else None
+    )
     return summary
