@@ -12,6 +12,8 @@ import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -37,10 +39,20 @@ def load_app() -> Any:
     return importlib.import_module("app")
 
 
-def _quiet_werkzeug() -> None:
+def quiet_werkzeug() -> None:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def configure_moto(endpoint: str) -> None:
+    """Turn on moto's Step Functions executor and Docker-free Lambda (the bridge runs the code)."""
+    body = json.dumps({"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}).encode()
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/config", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
+        resp.read()
 
 
 def free_port() -> int:
@@ -64,8 +76,20 @@ class StackInfo:
 class LocalStack:
     """Start with ``start()`` (or as a context manager); everything runs in this process on 127.0.0.1."""
 
-    def __init__(self, stage: str = "local", workdir: Path | None = None, marketplace_url: str | None = None) -> None:
+    def __init__(
+        self,
+        stage: str = "local",
+        workdir: Path | None = None,
+        marketplace_url: str | None = None,
+        *,
+        isolated: bool = False,
+    ) -> None:
+        """``isolated=True`` runs moto and the Lambda handlers in a child process (both cores; see
+        ``testbuy.stack_process``); the marketplace URL must then be known up front."""
         self.stage = stage
+        self.isolated = isolated
+        self._child: subprocess.Popen[str] | None = None
+        self.bridge_stats: dict[str, Any] = {}
         self.workdir = workdir or (ROOT / ".testbuy")
         self.description = StackDescription.load(stage)
         self.marketplace_url = marketplace_url or "http://127.0.0.1:9/unset"
@@ -84,8 +108,6 @@ class LocalStack:
         self.stop()
 
     def start(self) -> StackInfo:
-        from moto.server import ThreadedMotoServer
-
         self.workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
@@ -100,20 +122,9 @@ class LocalStack:
         os.environ.update(base_env)
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(var, None)
-        _quiet_werkzeug()
-        from testbuy import moto_fidelity
-
-        moto_fidelity.install()
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self._moto.start()
-        self._configure_moto(endpoint)
-        chalice_app = load_app()
-        self.bridge = Bridge(chalice_handlers(chalice_app.app), prefix=f"testbuy-{self.stage}-")
-        self.bridge.install()
-        env = self._provision()
         token_secret = secrets.token_urlsafe(24)
         webhook_secret = secrets.token_urlsafe(24)
-        metrics_file = self.workdir / f"metrics-{port}.emf.jsonl"
+        env = self._handler_env()
         env.update(
             {
                 "TESTBUY_STAGE": self.stage,
@@ -121,13 +132,29 @@ class LocalStack:
                 "TESTBUY_AUTH_MODE": "local",
                 "TESTBUY_TOKEN_SECRET": token_secret,
                 "TESTBUY_WEBHOOK_SECRET": webhook_secret,
-                "TESTBUY_METRICS_FILE": str(metrics_file),
+                "TESTBUY_METRICS_FILE": str(self.workdir / f"metrics-{port}.emf.jsonl"),
                 "POWERTOOLS_METRICS_NAMESPACE": "TestBuy",
                 "POWERTOOLS_SERVICE_NAME": "testbuy",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),
             }
         )
         os.environ.update(env)
+        chalice_app = load_app()
+        if self.isolated:
+            self._start_child(port)
+        else:
+            from moto.server import ThreadedMotoServer
+
+            from testbuy import moto_fidelity
+
+            quiet_werkzeug()
+            moto_fidelity.install()
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self._moto.start()
+            configure_moto(endpoint)
+            self.bridge = Bridge(chalice_handlers(chalice_app.app), prefix=f"testbuy-{self.stage}-")
+            self.bridge.install()
+        self._provision(env)
         from chalicelib import bootstrap
 
         bootstrap.reset()
@@ -156,6 +183,42 @@ class LocalStack:
         )
         return self.info
 
+    def _handler_env(self) -> dict[str, str]:
+        """What the handlers read, computed from the description (names and ARNs are deterministic)."""
+        d = self.description
+        env = {spec["env"]: d.name(spec["name"]) for spec in d.tables.values()}
+        env[d.raw["bucket"]["env"]] = d.name(d.raw["bucket"]["name"])
+        env[d.raw["bus"]["env"]] = d.name(d.raw["bus"]["name"])
+        for spec in d.raw["state_machines"].values():
+            env[spec["env"]] = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{d.name(spec['name'])}"
+        return env
+
+    def _start_child(self, port: int) -> None:
+        stats = self.workdir / f"bridge-stats-{port}.json"
+        self._stats_path = stats
+        self._child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "testbuy.stack_process",
+                "--port",
+                str(port),
+                "--stage",
+                self.stage,
+                "--stats",
+                str(stats),
+            ],
+            cwd=str(ROOT),
+            env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._child.stdout is not None
+        line = self._child.stdout.readline().strip()
+        if line != "ready":
+            self._child.kill()
+            raise RuntimeError("the local AWS process did not start; run with isolated=False to see why")
+
     def set_marketplace_url(self, url: str) -> None:
         """Point the handlers at a marketplace started after the stack (same process)."""
         self.marketplace_url = url
@@ -176,26 +239,23 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        if self._child is not None:
+            self._child.terminate()
+            try:
+                self._child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+            if self._stats_path.exists():
+                self.bridge_stats = json.loads(self._stats_path.read_text())
+            self._child = None
 
     # ------------------------------------------------------------------------------------------------ moto
-    @staticmethod
-    def _configure_moto(endpoint: str) -> None:
-        body = json.dumps({"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}).encode()
-        req = urllib.request.Request(
-            f"{endpoint}/moto-api/config",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            resp.read()
-
     def client(self, service: str) -> Any:
         import boto3
 
         return boto3.client(service, region_name=REGION)
 
-    def _provision(self) -> dict[str, str]:
+    def _provision(self, expected: dict[str, str]) -> None:
         d = self.description
         env: dict[str, str] = {}
         ddb = self.client("dynamodb")
@@ -287,7 +347,9 @@ class LocalStack:
                 name=d.name(spec["name"]), definition=definition, roleArn=role_arn, type="STANDARD"
             )["stateMachineArn"]
             env[spec["env"]] = arn
-        return env
+        wrong = {k: v for k, v in env.items() if expected.get(k) != v}
+        if wrong:
+            raise RuntimeError(f"provisioned resources differ from the computed environment: {wrong}")
 
     # ------------------------------------------------------------------------------------------------ API
     def _serve_api(self, app: Any) -> str:

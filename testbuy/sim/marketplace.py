@@ -92,7 +92,7 @@ class MarketplaceSim:
         self._by_seller = self.world.by_id
 
     # ------------------------------------------------------------------------------------------------ server
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -110,7 +110,7 @@ class MarketplaceSim:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         host, port = self._server.server_address[:2]
