@@ -111,4 +111,6 @@ def parse_body(raw: bytes | None, model: type[M]) -> M:
         raise ApiError(400, "malformed_json", "the request body is not valid JSON", [{"field": "(body)"}]) from None
     if not isinstance(parsed, dict):
         raise ApiError(400, "invalid_input", "the request body must be a JSON object", [{"field": "(body)"}])
-    return model.model_validate_json(raw)
+    # strict=True at call time as well: it also overrides fields declared ``strict=False`` (e.g. the float shares of
+    # ProgramCreate), so "0.5" or true is never coerced to a number; JSON ints are still accepted for floats.
+    return model.model_validate_json(raw, strict=True)

@@ -14,7 +14,8 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
-    model_validator,
+    ValidationInfo,
+    field_validator,
 )
 
 from chalicelib.domain.money import Amount, Currency
@@ -66,11 +67,13 @@ class ProgramCreate(Strict):
     labs: list[Identifier] = Field(default_factory=lambda: ["lab-1"], min_length=1, max_length=50)
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
-    @model_validator(mode="after")
-    def _period(self) -> ProgramCreate:
-        if self.period_end <= self.period_start:
+    @field_validator("period_end")
+    @classmethod
+    def _period(cls, end: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("period_start")
+        if start is not None and end <= start:
             raise ValueError("period_end must be after period_start")
-        return self
+        return end
 
 
 class Program(Lenient):

@@ -1,0 +1,249 @@
+"""Contracts: committed event schemas and OpenAPI document equal the generated ones, every route is documented, and
+events published through the real EventBridge publisher arrive on the bus shaped as their committed schemas say."""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Union, get_args, get_origin
+
+import pytest
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel
+
+from chalicelib.domain.events import ALL_EVENTS, EVENT_VERSION, EventData, envelope
+from testbuy import contracts
+
+EVENT_IDS = [e.detail_type for e in ALL_EVENTS]
+
+
+def committed_schema(detail_type: str) -> dict[str, Any]:
+    return dict(json.loads(contracts.schema_path(detail_type).read_text()))
+
+
+# ------------------------------------------------------------------------------------------------ committed files
+
+
+def test_committed_event_schemas_match_the_models() -> None:
+    assert contracts.check_schemas(write=False) == []
+
+
+def test_committed_openapi_matches_the_code() -> None:
+    assert contracts.check_openapi(write=False) == []
+
+
+@pytest.mark.parametrize("detail_type", EVENT_IDS)
+def test_committed_schema_is_valid_draft_2020_12(detail_type: str) -> None:
+    schema = committed_schema(detail_type)
+    Draft202012Validator.check_schema(schema)
+    assert schema["x-detail-type"] == detail_type
+    assert schema["x-source"].startswith("testbuy.")
+
+
+def test_event_names_are_past_tense_and_unique() -> None:
+    assert len(set(EVENT_IDS)) == len(EVENT_IDS)
+    for name in EVENT_IDS:
+        assert name[0].isupper() and name.endswith("ed"), name
+
+
+def test_openapi_document_is_valid_openapi_3_1() -> None:
+    from openapi_spec_validator import validate
+
+    doc = json.loads(contracts.OPENAPI_PATH.read_text())
+    assert doc["openapi"].startswith("3.1")
+    validate(doc)
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def test_every_app_route_is_documented_and_agrees_with_the_code() -> None:
+    assert contracts.route_problems() == []
+    assert set(contracts.app_routes()) == set(contracts.ROUTES)
+
+
+def test_an_undocumented_or_vanished_route_is_reported() -> None:
+    routes = contracts.app_routes()
+    extra = dict(routes)
+    extra[("DELETE", "/programs/{program_id}")] = routes[("GET", "/health")]
+    assert any("DELETE /programs/{program_id}" in p and "no entry" in p for p in contracts.route_problems(extra))
+    fewer = {k: v for k, v in routes.items() if k != ("GET", "/orders/{order_id}")}
+    assert any("GET /orders/{order_id}" in p and "no such route" in p for p in contracts.route_problems(fewer))
+
+
+def test_registry_drift_from_the_code_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = ("GET", "/programs/{program_id}")
+    changed = dict(contracts.ROUTES)
+    changed[key] = contracts.RouteDoc(summary="x", tag="programs", roles=("finance",), success={201: "x"})
+    monkeypatch.setattr(contracts, "ROUTES", changed)
+    problems = contracts.route_problems()
+    assert any("requires roles" in p for p in problems)
+    assert any("answers [200]" in p for p in problems)
+
+
+def test_openapi_operations_document_roles_errors_and_security() -> None:
+    doc = contracts.openapi_document()
+    ops = {(m.upper(), p): op for p, item in doc["paths"].items() for m, op in item.items()}
+    assert set(ops) == set(contracts.ROUTES)
+    assert ops[("GET", "/programs/{program_id}/personas/{persona_id}")]["x-roles"] == ["admin"]
+    assert ops[("GET", "/labs/{lab_id}/queue")]["x-roles"] == ["admin", "lab"]
+    assert ops[("POST", "/webhooks/delivery")]["security"] == [{"webhookSignature": []}]
+    assert ops[("GET", "/health")]["security"] == []
+    assert ops[("POST", "/samples/{order_id}/verdict")]["responses"].keys() >= {"200", "201", "409"}
+    for (method, path), op in ops.items():
+        responses = op["responses"]
+        if path != "/health":
+            assert "401" in responses, (method, path)
+        if op["security"] and op["security"][0] != {"webhookSignature": []}:
+            assert "403" in responses, (method, path)
+        if "requestBody" in op:
+            assert {"400", "413"} <= responses.keys(), (method, path)
+            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
+        for status, resp in responses.items():
+            if int(status) >= 400:
+                assert resp == {"$ref": f"#/components/responses/E{status}"}
+    # every $ref resolves
+    text = json.dumps(doc)
+    for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:
+        assert name in doc["components"]["schemas"], name
+
+
+def test_request_schemas_come_from_the_pydantic_models() -> None:
+    doc = contracts.openapi_document()
+    schemas = doc["components"]["schemas"]
+    for route in contracts.ROUTES.values():
+        if route.request is not None:
+            generated = route.request.model_json_schema(ref_template="#/components/schemas/{model}")
+            generated.pop("$defs", None)
+            assert schemas[route.request.__name__] == generated
+    assert schemas["SellerImport"]["properties"]["sellers"]["maxItems"] == 500
+
+
+# ------------------------------------------------------------------------------------------------ privacy
+
+
+def test_no_event_field_carries_persona_address_or_payment_data() -> None:
+    assert contracts.sensitive_event_fields() == []
+    for event in ALL_EVENTS:
+        for name in event.model_fields:
+            assert not any(w in name.lower() for w in ("persona", "address", "payment", "card", "drop_point")), (
+                event.detail_type,
+                name,
+            )
+
+
+# ------------------------------------------------------------------------------------------------ events on the bus
+
+
+def _example(annotation: Any, name: str) -> Any:
+    """A plausible value of a field's type (fails loudly for a type it does not know: extend it then)."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _example(args[0], name)
+    if origin is list:
+        return [_example(get_args(annotation)[0], name)]
+    if annotation is str:
+        return {"currency": "USD", "verdict": "counterfeit", "action": "warn"}.get(name, f"{name}-1")
+    if annotation is int:
+        return 1234
+    if annotation is float:
+        return 0.25
+    raise AssertionError(f"no example for {name}: {annotation!r}")
+
+
+def example_event(event: type[EventData]) -> EventData:
+    return event(**{name: _example(f.annotation, name) for name, f in event.model_fields.items()})
+
+
+def _receive_mine(sqs: Any, queue_url: str, wanted: set[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Messages of the archive queue whose event id is ours. Other tests publish to the same bus: their messages
+    are left alone (made visible again at the end, so their receive count rises by one at most)."""
+    found: dict[str, dict[str, Any]] = {}
+    foreign: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while wanted - set(found) and time.monotonic() < deadline:
+            resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for msg in resp.get("Messages", []):
+                body = json.loads(msg["Body"])
+                event_id = ((body.get("detail") or {}).get("metadata") or {}).get("event_id")
+                if event_id in wanted:
+                    found[event_id] = body
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
+                else:
+                    foreign.append(msg["ReceiptHandle"])
+    finally:
+        for handle in foreign:
+            try:
+                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
+            except Exception:  # noqa: S110 - the message was consumed meanwhile; nothing to give back
+                pass
+    return found
+
+
+def test_every_event_published_on_the_bus_matches_its_committed_schema(local_stack: Any, stack_info: Any) -> None:
+    from chalicelib.adapters.aws import EventBridgePublisher
+
+    run = uuid.uuid4().hex[:12]
+    occurred = datetime.now(UTC)
+    envelopes = {
+        f"evt-contract-{run}-{event.detail_type}-{copy}": envelope(
+            example_event(event),
+            event_id=f"evt-contract-{run}-{event.detail_type}-{copy}",
+            correlation_id=f"corr-{run}",
+            occurred_at=occurred,
+            program_id=f"prg-contract-{run}",
+        )
+        for copy in range(2)  # two of each: more than one batch of 10, so the publisher must split
+        for event in ALL_EVENTS
+    }
+    assert len(envelopes) > 10
+    publisher = EventBridgePublisher(local_stack.client("events"), stack_info.bus_name)
+    publisher.publish(list(envelopes.values()))
+
+    received = _receive_mine(local_stack.client("sqs"), stack_info.queues["archive"], set(envelopes))
+    assert set(received) == set(envelopes), f"missing: {sorted(set(envelopes) - set(received))}"
+    for event_id, message in received.items():
+        sent = envelopes[event_id]
+        schema = committed_schema(sent.detail_type)
+        assert message["detail-type"] == sent.detail_type == schema["x-detail-type"]
+        assert message["source"] == sent.source == schema["x-source"]
+        component = message["source"].removeprefix("testbuy.")
+        assert message["source"] == f"testbuy.{component}" and component
+        errors = sorted(Draft202012Validator(schema).iter_errors(message["detail"]), key=str)
+        assert not errors, f"{sent.detail_type}: {[e.message for e in errors]}"
+        meta = message["detail"]["metadata"]
+        assert meta == {
+            "event_id": event_id,
+            "event_version": EVENT_VERSION,
+            "correlation_id": f"corr-{run}",
+            "occurred_at": meta["occurred_at"],
+            "program_id": f"prg-contract-{run}",
+        }
+        assert datetime.fromisoformat(meta["occurred_at"]) == occurred
+        assert message["detail"]["data"] == sent.detail["data"]
+
+
+@pytest.mark.parametrize("detail_type", EVENT_IDS)
+def test_committed_schema_rejects_extra_and_missing_fields(detail_type: str) -> None:
+    event = next(e for e in ALL_EVENTS if e.detail_type == detail_type)
+    env = envelope(
+        example_event(event), event_id="evt-1", correlation_id="c", occurred_at=datetime.now(UTC), program_id="p"
+    )
+    validator = Draft202012Validator(committed_schema(detail_type))
+    assert validator.is_valid(env.detail)
+    assert not validator.is_valid({**env.detail, "extra": 1})
+    assert not validator.is_valid({**env.detail, "data": {**env.detail["data"], "persona_id": "p-1"}})
+    meta = dict(env.detail["metadata"])
+    meta.pop("event_id")
+    assert not validator.is_valid({**env.detail, "metadata": meta})
+
+
+def test_example_events_are_models() -> None:
+    for event in ALL_EVENTS:
+        assert isinstance(example_event(event), BaseModel)
