@@ -27,6 +27,7 @@ from chalicelib.domain.events import ALL_EVENTS, detail_schema
 from chalicelib.domain.models import (
     CustodyIn,
     DeliveryNotice,
+    EvidenceIn,
     FundRequest,
     Program,
     ProgramCreate,
@@ -214,6 +215,14 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
         roles=(LAB,),
         request=CustodyIn,
         success={201: "the entry was appended"},
+        errors=(404,),
+    ),
+    ("POST", "/samples/{order_id}/evidence"): RouteDoc(
+        summary="Store an evidence file in S3 under its SHA-256 (cited by custody entries and verdicts)",
+        tag="lab",
+        roles=(LAB,),
+        request=EvidenceIn,
+        success={201: "stored; the body gives its sha256"},
         errors=(404,),
     ),
     ("GET", "/samples/{order_id}/custody"): RouteDoc(

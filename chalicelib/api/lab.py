@@ -10,7 +10,7 @@ from chalicelib.api.auth import Forbidden, Principal, Role
 from chalicelib.api.common import correlation_id, require
 from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
 from chalicelib.bootstrap import deps
-from chalicelib.domain.models import CustodyIn, ServiceQualityIn, VerdictIn
+from chalicelib.domain.models import CustodyIn, EvidenceIn, ServiceQualityIn, VerdictIn
 from chalicelib.services import lab
 
 bp = Blueprint(__name__)
@@ -62,3 +62,11 @@ def add_custody(order_id: str) -> Any:
 def custody(order_id: str) -> Any:
     who = require(bp.current_request, Role.LAB, Role.ENFORCEMENT, Role.PROGRAM_MANAGER)
     return respond(200, lab.custody_report(deps(), order_id, _scope(who)))
+
+
+@bp.route("/samples/{order_id}/evidence", methods=["POST"])
+@handles_errors
+def evidence(order_id: str) -> Any:
+    req = bp.current_request
+    who = require(req, Role.LAB)
+    return respond(201, lab.upload_evidence(deps(), order_id, _scope(who), parse_body(raw_body(req), EvidenceIn)))

@@ -245,6 +245,16 @@ class DeliveryNotice(Strict):
     tracking_ref: str | None = Field(default=None, max_length=128)
 
 
+MAX_EVIDENCE_BYTES = 700_000  # base64 inflates by 4/3: the JSON body stays under the API's 1 MB limit
+
+
+class EvidenceIn(Strict):
+    """One evidence file (photo, lab report), base64-encoded; stored in S3 under its SHA-256."""
+
+    content_base64: str = Field(min_length=4, max_length=(MAX_EVIDENCE_BYTES * 4) // 3 + 4)
+    media_type: str = Field(pattern=r"^[a-z]+/[a-z0-9.+-]+$", max_length=100)
+
+
 class CustodyIn(Strict):
     from_party: str = Field(min_length=1, max_length=128)
     to_party: str = Field(min_length=1, max_length=128)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from chalicelib.domain.custody import next_entry as custody_next
 from chalicelib.domain.custody import verify_chain
-from chalicelib.domain.errors import Conflict, InvalidState, NotFound
+from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.events import ServiceQualityRecorded, VerdictRecorded, deterministic_event_id, envelope
-from chalicelib.domain.models import CustodyIn, Order, OrderStatus, ServiceQualityIn, Verdict, VerdictIn
+from chalicelib.domain.models import CustodyIn, EvidenceIn, Order, OrderStatus, ServiceQualityIn, Verdict, VerdictIn
 from chalicelib.services.deps import Deps
 
 S = OrderStatus
@@ -160,6 +162,19 @@ def add_custody(d: Deps, order_id: str, lab_id: str | None, req: CustodyIn) -> d
     )
     d.custody.append(entry)
     return {"seq": entry.seq, "entry_hash": entry.entry_hash, "prev_hash": entry.prev_hash}
+
+
+def upload_evidence(d: Deps, order_id: str, lab_id: str | None, req: EvidenceIn) -> dict[str, Any]:
+    """Store an evidence file by content hash; its SHA-256 is what custody entries and verdicts cite."""
+    _order_for_lab(d, order_id, lab_id)
+    try:
+        data = base64.b64decode(req.content_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("content_base64 is not valid base64", details=[{"field": "content_base64"}]) from None
+    if not data:
+        raise InvalidInput("the evidence file is empty", details=[{"field": "content_base64"}])
+    digest = d.evidence.put_bytes(data)
+    return {"sha256": digest, "bytes": len(data), "media_type": req.media_type}
 
 
 def custody_report(d: Deps, order_id: str, lab_id: str | None) -> dict[str, Any]:
