@@ -32,6 +32,7 @@ class DemoConfig:
     delivery_timeout_s: int = 90
     verdict_timeout_s: int = 120
     round_timeout_s: int = 600
+    max_jitter_s: int = 3
     out: Path = Path(".testbuy/demo-summary.json")
     isolated: bool = True  # moto + Lambda handlers in a child process: both cores
 
@@ -121,6 +122,7 @@ def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, wor
                 "delivery_seconds": cfg.delivery_timeout_s,
                 "verdict_seconds": cfg.verdict_timeout_s,
                 "round_seconds": cfg.round_timeout_s,
+                "max_jitter_seconds": cfg.max_jitter_s,
             },
         },
     )

@@ -52,6 +52,9 @@ class Timeouts(Strict):
     delivery_seconds: StrictInt = Field(default=14 * 86400, ge=1, le=180 * 86400)
     verdict_seconds: StrictInt = Field(default=30 * 86400, ge=1, le=365 * 86400)
     round_seconds: StrictInt = Field(default=90 * 86400, ge=1, le=365 * 86400)
+    max_jitter_seconds: StrictInt = Field(
+        default=0, ge=0, le=7 * 86400, description="orders wait a random 0..max before placing (stealth)"
+    )
 
 
 class ProgramCreate(Strict):

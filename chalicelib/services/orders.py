@@ -87,8 +87,11 @@ def reserve_budget(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
 
 def assign_persona(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     order = d.orders.get_order(inp.order_id)
+    program = d.programs.get_program(order.program_id)
+    # Jitter: a random wait before placing, so a round's orders do not reach sellers as one burst.
+    wait = random.Random(f"jitter|{order.order_id}").randint(0, program.timeouts.max_jitter_seconds)
     if order.persona_id:
-        return {"assigned": True}
+        return {"assigned": True, "jitter_seconds": wait}
     now = d.clock.now()
     rng = random.Random(order.order_id)
     states = d.personas.states(order.program_id, order.seller_id)
@@ -96,7 +99,7 @@ def assign_persona(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         if d.personas.claim(order.program_id, persona_id, order.seller_id, order.order_id, now, d.persona_policy):
             d.orders.update_order(order.order_id, {"persona_id": persona_id, "updated_at": now})
             # Only the fact, never the persona: the execution history is a log too.
-            return {"assigned": True}
+            return {"assigned": True, "jitter_seconds": wait}
     raise NoPersonaAvailable(f"no persona may buy from seller {order.seller_id} now")
 
 
