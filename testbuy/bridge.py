@@ -40,20 +40,26 @@ class Bridge:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
 
-    def resolve(self, function_name: str) -> Handler:
+    def task_name(self, function_name: str) -> str:
+        """``arn:...:function:testbuy-<stage>-<task>[:qualifier]`` or a plain name -> ``<task>``."""
         name = function_name.rsplit(":function:", 1)[-1].split(":")[0]
-        task = name.removeprefix(self._prefix)
+        return name.removeprefix(self._prefix)
+
+    def resolve(self, function_name: str) -> Handler:
         try:
-            return self._handlers[task]
+            return self._handlers[self.task_name(function_name)]
         except KeyError:
-            raise KeyError(f"no Chalice handler for Lambda function {name}") from None
+            from moto.awslambda.exceptions import UnknownFunctionException
+
+            # What the Lambda service answers: 404 ResourceNotFoundException.
+            raise UnknownFunctionException(function_name) from None
 
     def invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
         self.invocations += 1
         handler = self.resolve(function_name)
         event = json.loads(body) if body else {}
         started = time.perf_counter()
-        task = function_name.rsplit(":", 1)[-1].removeprefix(self._prefix)
+        task = self.task_name(function_name)
         try:
             result = handler(event, _Context(function_name=function_name))
         except Exception as exc:  # noqa: BLE001 - reported to Step Functions the way the Lambda service does

@@ -1,0 +1,204 @@
+"""One whole round over HTTP on the embedded local stack, as ``testbuy demo`` runs a programme but smaller: a seeded
+simulated marketplace (transient 503s, refusals, lost parcels, signed delivery webhooks), two simulated labs posting
+verdicts over the API, and the enforcement subscriber reading the bus's SQS queues."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.api.auth import Role, issue_token
+from chalicelib.domain.custody import verify_chain
+from chalicelib.domain.models import OrderStatus
+from testbuy.client import ApiClient
+from testbuy.sim.enforcement import EnforcementSubscriber
+from testbuy.sim.lab import LabSim
+from testbuy.sim.marketplace import MarketplaceSim
+from testbuy.sim.world import World, generate
+
+SELLERS = 200
+ROUND_SIZE = 10
+SEED = 2026
+RUN = uuid.uuid4().hex[:6]
+LABS = (f"lab-e2e-east-{RUN}", f"lab-e2e-west-{RUN}")
+TIMEOUTS = {"delivery_seconds": 8, "verdict_seconds": 15, "round_seconds": 120}
+ROUND_DEADLINE_S = 90.0
+
+
+@dataclass
+class Outcome:
+    pid: str
+    rid: str
+    view: dict[str, Any]
+    world: World
+    market: MarketplaceSim
+    subscriber: EnforcementSubscriber
+    labs: list[LabSim]
+    pm: ApiClient
+    fin: ApiClient
+    wall_seconds: float
+
+
+@pytest.fixture(scope="module")
+def outcome(local_stack: Any, stack_info: Any) -> Iterator[Outcome]:
+    started = time.monotonic()
+    world = generate(SELLERS, SEED)
+    # seller ids are global to the shared stack (enforcement history is per seller): make this run's unique
+    world.sellers = [dataclasses.replace(s, seller_id=f"e2e-{RUN}-{s.seller_id}") for s in world.sellers]
+    market = MarketplaceSim(
+        world=world, api_url=stack_info.api_url, webhook_secret=stack_info.webhook_secret, seed=SEED
+    )
+    local_stack.set_marketplace_url(market.start())
+    labs = [
+        LabSim(
+            api_url=stack_info.api_url,
+            lab_id=lab,
+            token=issue_token(stack_info.token_secret, Role.LAB, f"tech@{lab}", lab),
+            truth=market.item_truth,
+            seed=SEED,
+        )
+        for lab in LABS
+    ]
+    for lab in labs:
+        lab.start()
+    subscriber = EnforcementSubscriber(
+        local_stack.client("sqs"), stack_info.queues["enforcement"], stack_info.queues["archive"]
+    )
+    subscriber.start()
+    pm = ApiClient(stack_info.api_url, issue_token(stack_info.token_secret, Role.PROGRAM_MANAGER, "pm@e2e"))
+    fin = ApiClient(stack_info.api_url, issue_token(stack_info.token_secret, Role.FINANCE, "finance@e2e"))
+    try:
+        now = datetime.now(UTC)
+        mean_cost = sum(s.expected_cost for s in world.sellers) / len(world.sellers)
+        funds = int(ROUND_SIZE * mean_cost * 1.15 * 1.5)
+        pid = pm.call(
+            "POST",
+            "/programs",
+            {
+                "name": "e2e round over HTTP",
+                "currency": "CNY",
+                "budget": funds,
+                "period_start": (now - timedelta(days=1)).isoformat(),
+                "period_end": (now + timedelta(days=365)).isoformat(),
+                "round_size": ROUND_SIZE,
+                "exploration_share": 0.2,
+                "blend": 0.5,
+                "labs": list(LABS),
+                "timeouts": TIMEOUTS,
+            },
+        )["program_id"]
+        fin.call("POST", f"/programs/{pid}/funding", {"amount": funds, "currency": "CNY", "reference": "e2e-1"})
+        assert pm.call("POST", f"/programs/{pid}/sellers", {"sellers": world.import_payload()}) == {"imported": SELLERS}
+        rid = pm.call("POST", f"/programs/{pid}/rounds", {"seed": SEED})["round_id"]
+        deadline = time.monotonic() + ROUND_DEADLINE_S
+        while True:
+            view = pm.call("GET", f"/programs/{pid}/rounds/{rid}")
+            if view["status"] in ("completed", "failed"):
+                break
+            assert time.monotonic() < deadline, f"round not completed in {ROUND_DEADLINE_S}s: {view}"
+            time.sleep(0.5)
+        subscriber.drain()
+        yield Outcome(pid, rid, view, world, market, subscriber, labs, pm, fin, time.monotonic() - started)
+    finally:
+        for lab in labs:
+            lab.stop()
+        subscriber.stop()
+        market.stop()
+
+
+def test_round_completes_with_nothing_stuck(outcome: Outcome) -> None:
+    view = outcome.view
+    assert view["status"] == "completed"
+    assert view["population"] == SELLERS
+    assert 3 <= view["sampled"] == view["settled"]
+    summary = view["summary"]
+    assert summary["stuck"] == 0 and summary["placed"] >= 1 and summary["conclusive"] >= 1
+    terminal = {s.value for s in (OrderStatus.SETTLED, OrderStatus.DELIVERY_FAILED, OrderStatus.REFUSED)}
+    assert set(view["orders_by_status"]) <= terminal | {"skipped_budget", "failed"}
+    assert sum(view["orders_by_status"].values()) == view["sampled"]
+    assert outcome.market.webhook_failures == 0
+    assert [e for lab in outcome.labs for e in lab.errors] == []
+    assert sum(lab.verdicts for lab in outcome.labs) == summary["verdicts"]
+
+
+def test_ledger_reconciles_and_the_spend_report_matches_the_balances(outcome: Outcome) -> None:
+    recon = outcome.fin.call("GET", f"/programs/{outcome.pid}/reconciliation")
+    assert recon["reconciled"] is True, recon
+    bal = recon["stored"]
+    assert bal["reserved"] == 0
+    assert bal["available"] + bal["reserved"] + bal["captured"] - bal["recovered"] == bal["funded"]
+    assert bal["captured"] > 0
+    for group_by in ("program", "round", "category", "seller"):
+        spend = outcome.fin.call("GET", f"/programs/{outcome.pid}/spend?group_by={group_by}")
+        totals = spend["totals"]
+        assert spend["reconciled"] is True
+        for key in ("funded", "reserved", "captured", "recovered"):
+            assert totals[key] == bal[key], (group_by, key)
+            assert sum(row[key] for row in spend["rows"]) == totals[key]
+        assert totals["spent"] == bal["captured"] - bal["recovered"]
+    by_round = outcome.fin.call("GET", f"/programs/{outcome.pid}/spend?group_by=round")["rows"]
+    row = next(r for r in by_round if r["group"] == outcome.rid)
+    # the round's net spend is what the round's orders cost (refunds of counterfeits deducted)
+    assert row["spent"] == outcome.view["summary"]["spent"]
+
+
+def test_metrics_report_an_estimate_inside_its_interval(outcome: Outcome) -> None:
+    metrics = outcome.pm.call("GET", f"/programs/{outcome.pid}/metrics")
+    est = metrics["estimate"]
+    assert est is not None
+    assert 0.0 <= est["ci_low"] <= est["prevalence"] <= est["ci_high"] <= 1.0
+    assert est["n"] == metrics["conclusive"] >= 1
+    assert metrics["rounds"] == 1 and metrics["sampled"] == outcome.view["sampled"]
+    assert metrics["counterfeit_hits"] == outcome.view["summary"]["counterfeit_hits"]
+
+
+def test_events_reach_the_enforcement_subscriber(outcome: Outcome) -> None:
+    sub = outcome.subscriber
+    assert sub.rejected == 0
+    assert sub.all_events["RoundCompleted"] >= 1
+    assert sub.all_events["OrderPlaced"] >= outcome.view["summary"]["placed"]
+    hits = outcome.view["summary"]["counterfeit_hits"]
+    assert sub.detail_types["CounterfeitConfirmed"] >= hits
+    if hits:
+        assert sub.actions["take_down_listing"] >= hits
+
+
+def test_custody_chain_of_a_settled_sample_verifies_and_a_tampered_copy_does_not(
+    outcome: Outcome, token_for: Any
+) -> None:
+    from chalicelib.bootstrap import deps
+
+    d = deps()
+    settled = [
+        o for o in d.orders.list_round_orders(outcome.rid) if o.status is OrderStatus.SETTLED and o.verdict is not None
+    ]
+    assert settled, "no settled sample with a verdict"
+    order = settled[0]
+    report = outcome.pm.call("GET", f"/samples/{order.order_id}/custody")
+    assert report["valid"] is True and report["length"] >= 2 and report["first_bad_seq"] is None
+    assert [e["seq"] for e in report["entries"]] == list(range(report["length"]))
+    for prev, entry in zip(report["entries"], report["entries"][1:], strict=False):
+        assert entry["prev_hash"] == prev["entry_hash"]
+    # another lab may not read it
+    other = ApiClient(outcome.pm.base_url, token_for("lab", "lab-e2e-nobody"))
+    assert other.request("GET", f"/samples/{order.order_id}/custody")[0] == 403
+
+    chain = d.custody.chain(order.order_id)
+    assert verify_chain(chain).valid and verify_chain(chain).head == report["head"]
+    edited = list(chain)
+    edited[1] = dataclasses.replace(chain[1], condition="seal broken")
+    bad = verify_chain(edited)
+    assert not bad.valid and bad.first_bad_seq == 1 and bad.reason == "entry altered after it was written"
+    rehashed = list(chain)
+    rehashed[0] = dataclasses.replace(chain[0], location="elsewhere")
+    rehashed[0] = dataclasses.replace(rehashed[0], entry_hash=rehashed[0].compute_hash())  # a forger re-hashes it
+    assert verify_chain(rehashed).first_bad_seq == 1  # ... which breaks the next link
+    assert not verify_chain(chain[1:]).valid  # a removed entry
+    assert not verify_chain([chain[1], chain[0], *chain[2:]]).valid  # a reordering
