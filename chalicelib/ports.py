@@ -113,6 +113,9 @@ class PersonaRepository(Protocol):
 
 @dataclass(frozen=True)
 class LedgerResult:
+    """``amount`` is what the operation booked (for a replay: what the first call booked); ``balance`` is the
+    programme's balance read right after the call (for a replay: as it is now, not as it was then)."""
+
     key: str
     op: str
     amount: int
@@ -121,18 +124,45 @@ class LedgerResult:
 
 
 class Ledger(Protocol):
-    def open_account(self, program_id: str, currency: str, per_order_cap: int | None) -> None: ...
+    """Two-phase budget ledger (DESIGN.md section 7). Every operation is keyed by (subject, operation): repeating it
+    with the same arguments returns the first result (``replayed=True``), with other arguments raises
+    ``IdempotencyConflict``. Amounts are ints in ``1..MAX_MINOR_UNITS`` (else ``InvalidInput``); a currency other than
+    the programme's raises ``CurrencyMismatch``; an unknown programme or order ``NotFound``; capture after release,
+    release after capture ``InvalidState``; a reservation that would overdraw ``InsufficientFunds``. A failed call
+    changes nothing."""
+
+    def open_account(self, program_id: str, currency: str, per_order_cap: int | None) -> None:
+        """Idempotent; reopening with another currency or cap is refused."""
+        ...
+
     def fund(self, program_id: str, reference: str, amount: int, currency: str) -> LedgerResult: ...
     def reserve(
         self, program_id: str, order_id: str, amount: int, currency: str, attributes: Mapping[str, Any]
-    ) -> LedgerResult: ...
-    def capture(self, program_id: str, order_id: str, actual: int, currency: str) -> LedgerResult: ...
+    ) -> LedgerResult:
+        """Hold ``amount`` for the order; ``attributes`` (round_id, category, seller_id) feed the spend reports."""
+        ...
+
+    def capture(self, program_id: str, order_id: str, actual: int, currency: str) -> LedgerResult:
+        """Post ``actual`` and return the unused reservation; above the reservation only up to the per-order cap."""
+        ...
+
     def release(self, program_id: str, order_id: str) -> LedgerResult: ...
-    def recover(self, program_id: str, order_id: str, amount: int, currency: str) -> LedgerResult: ...
+    def recover(self, program_id: str, order_id: str, amount: int, currency: str) -> LedgerResult:
+        """Book a refund of at most the captured amount."""
+        ...
+
     def balance(self, program_id: str) -> Balance: ...
     def journal(self, program_id: str) -> list[JournalEntry]: ...
     def mark_threshold(self, program_id: str, threshold: float) -> bool:
         """Record that ``threshold`` was crossed; True only the first time (so its event is published once)."""
+        ...
+
+    def holds(self, program_id: str, state: str | None = None) -> list[dict[str, Any]]:
+        """Reservation records, each with ``order_id``, ``state``, ``amount``, ``reserved_at`` (ISO-8601 UTC)."""
+        ...
+
+    def list_accounts(self) -> list[str]:
+        """Every programme id with a ledger account (for scheduled jobs such as the sweeper)."""
         ...
 
 

@@ -132,6 +132,10 @@ def _cached_client_factory(original: Any) -> Any:
     return boto_client_for
 
 
+def installed() -> bool:
+    return bool(_installed)
+
+
 def install() -> None:
     """Idempotent."""
     if _installed:
