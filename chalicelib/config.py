@@ -33,6 +33,7 @@ class Settings(BaseModel):
     metrics_file: str | None = None
     persona_pool_size: int = Field(default=40, ge=1)
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
+    sweep_deadline_hours: float = Field(default=24.0, gt=0)
 
 
 _ENV = {
@@ -52,6 +53,7 @@ _ENV = {
     "metrics_file": "TESTBUY_METRICS_FILE",
     "persona_pool_size": "TESTBUY_PERSONA_POOL_SIZE",
     "budget_thresholds": "TESTBUY_BUDGET_THRESHOLDS",
+    "sweep_deadline_hours": "TESTBUY_SWEEP_DEADLINE_HOURS",
 }
 
 
@@ -61,7 +63,13 @@ def load(environ: Mapping[str, str]) -> Settings:
         if var in environ and environ[var] != "":
             raw[field] = environ[var]
     if "budget_thresholds" in raw:
-        raw["budget_thresholds"] = tuple(float(x) for x in str(raw["budget_thresholds"]).split(","))
+        try:
+            thresholds = tuple(float(x) for x in str(raw["budget_thresholds"]).split(","))
+        except ValueError:
+            raise ConfigError("TESTBUY_BUDGET_THRESHOLDS must be comma-separated fractions, e.g. 0.5,0.8,1") from None
+        if not all(0.0 < t <= 1.0 for t in thresholds):
+            raise ConfigError("TESTBUY_BUDGET_THRESHOLDS must each be in (0, 1]")
+        raw["budget_thresholds"] = thresholds
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -68,6 +68,9 @@ def run(name: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def sweep() -> dict[str, Any]:
     """Scheduled: release reservations whose order was never placed before its deadline."""
+    from datetime import timedelta
+
+    from chalicelib.config import settings
     from chalicelib.services.sweeper import sweep_all
 
-    return sweep_all(deps())
+    return sweep_all(deps(), timedelta(hours=settings().sweep_deadline_hours))

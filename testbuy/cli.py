@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import typer
@@ -116,13 +117,33 @@ def spend(
     """Print a spend report (JSON or CSV) from a running API."""
     from testbuy.client import ApiClient
 
+    query = urllib.parse.urlencode({"group_by": group_by, "format": fmt})
     status, body, _ = ApiClient(api_url, token_value).request(
-        "GET", f"/programs/{program_id}/spend?group_by={group_by}&format={fmt}"
+        "GET", f"/programs/{urllib.parse.quote(program_id, safe='')}/spend?{query}"
     )
     if status != 200:
         console.print(f"[red]HTTP {status}[/]: {body}")
         raise typer.Exit(1)
     sys.stdout.write(body if isinstance(body, str) else json.dumps(body, indent=2) + "\n")
+
+
+@app.command()
+def reconcile(
+    program_id: str,
+    api_url: str = typer.Option(..., envvar="TESTBUY_API_URL"),
+    token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
+) -> None:
+    """Recompute every balance from the ledger journal and report drift (exit 1 unless it reconciles)."""
+    from testbuy.client import ApiClient
+
+    status, body, _ = ApiClient(api_url, token_value).request(
+        "GET", f"/programs/{urllib.parse.quote(program_id, safe='')}/reconciliation"
+    )
+    if status != 200:
+        console.print(f"[red]HTTP {status}[/]: {body}")
+        raise typer.Exit(1)
+    sys.stdout.write(json.dumps(body, indent=2) + "\n")
+    raise typer.Exit(0 if body.get("reconciled") else 1)
 
 
 def main() -> None:

@@ -109,6 +109,9 @@ def place_order(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         return {"placed": True}
     if order.persona_id is None:
         raise InvalidState(f"order {order.order_id} has no persona")
+    if order.status is not S.RESERVED:
+        # e.g. the sweeper expired the reservation: never buy without money held for it.
+        raise InvalidState(f"order {order.order_id} is {order.status.value}; only a reserved order may be placed")
     try:
         placed = d.marketplace.place_order(
             order.order_id, order.seller_id, order.persona_id, order.amount, order.currency

@@ -43,8 +43,19 @@ def order_id_for(round_id: str, seller_id: str) -> str:
     return "ord-" + hashlib.sha256(f"{round_id}|{seller_id}".encode()).hexdigest()[:24]
 
 
-def reservation_amount(expected_cost: int) -> int:
-    return expected_cost + (expected_cost * int(RESERVATION_MARGIN * 100) + 99) // 100
+def reservation_amount(expected_cost: int, cap: int | None = None) -> int:
+    """Expected cost plus the margin, never above the programme's per-order cap."""
+    amount = expected_cost + (expected_cost * int(RESERVATION_MARGIN * 100) + 99) // 100
+    return amount if cap is None else min(amount, cap)
+
+
+def frame(program: Program, sellers: list[Any]) -> list[Any]:
+    """The sampling frame: eligible sellers whose expected cost fits the per-order cap (the estimate speaks for
+    exactly this population), in a stable order."""
+    cap = program.per_order_cap
+    return sorted(
+        (s for s in sellers if s.eligible and (cap is None or s.expected_cost <= cap)), key=lambda s: s.seller_id
+    )
 
 
 def start_round(d: Deps, program_id: str, req: RoundStart) -> Round:
@@ -56,15 +67,16 @@ def start_round(d: Deps, program_id: str, req: RoundStart) -> Round:
             f"programme {program_id} runs from {program.period_start.isoformat()} to {program.period_end.isoformat()}",
             details=[{"field": "period"}],
         )
-    sellers = [s for s in d.programs.list_sellers(program_id) if s.eligible]
+    sellers = frame(program, d.programs.list_sellers(program_id))
     if not sellers:
         raise InvalidState(
             "the programme has no eligible sellers; import sellers first", details=[{"field": "sellers"}]
         )
     available = d.ledger.balance(program_id).available
-    mean_cost = sum(reservation_amount(s.expected_cost) for s in sellers) / len(sellers)
+    cap = program.per_order_cap
+    mean_cost = sum(reservation_amount(s.expected_cost, cap) for s in sellers) / len(sellers)
     budget = req.budget if req.budget is not None else int(program.round_size * mean_cost)
-    cheapest = min(reservation_amount(s.expected_cost) for s in sellers)
+    cheapest = min(reservation_amount(s.expected_cost, cap) for s in sellers)
     if budget < cheapest:
         raise InvalidInput(
             f"round budget {budget} is below the cheapest order {cheapest}",
@@ -110,9 +122,10 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
     """Design and draw the round's Poisson sample; store every unit with its pi, stratum, seed and round."""
     program = d.programs.get_program(inp.program_id)
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
-    sellers = sorted((s for s in d.programs.list_sellers(inp.program_id) if s.eligible), key=lambda s: s.seller_id)
+    sellers = frame(program, d.programs.list_sellers(inp.program_id))
     risks = learned_risk(d, inp.program_id, inp.round_id, sellers)
-    cost = np.fromiter((reservation_amount(s.expected_cost) for s in sellers), dtype=np.int64, count=len(sellers))
+    cap = program.per_order_cap
+    cost = np.fromiter((reservation_amount(s.expected_cost, cap) for s in sellers), dtype=np.int64, count=len(sellers))
     categories = sorted({s.category for s in sellers})
     code = {c: i for i, c in enumerate(categories)}
     strata = np.fromiter((code[s.category] for s in sellers), dtype=np.int64, count=len(sellers))

@@ -33,3 +33,9 @@ def test_local_auth_needs_a_secret() -> None:
     with pytest.raises(ConfigError, match="TESTBUY_TOKEN_SECRET"):
         load({**ENV, "TESTBUY_TOKEN_SECRET": ""})
     assert load({**ENV, "TESTBUY_TOKEN_SECRET": "", "TESTBUY_AUTH_MODE": "cognito"}).auth_mode == "cognito"
+
+
+@pytest.mark.parametrize("value", ["half", "0.5,,1", "0,0.5", "1.5"])
+def test_budget_thresholds_are_validated(value: str) -> None:
+    with pytest.raises(ConfigError, match="TESTBUY_BUDGET_THRESHOLDS"):
+        load({**ENV, "TESTBUY_BUDGET_THRESHOLDS": value})
