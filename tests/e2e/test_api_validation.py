@@ -28,6 +28,7 @@ from chalicelib.domain.custody import next_entry
 from chalicelib.domain.models import (
     CustodyIn,
     DeliveryNotice,
+    EvidenceIn,
     FundRequest,
     Order,
     OrderStatus,
@@ -217,6 +218,15 @@ def snapshot(d: Any, w: World, scope: set[str]) -> dict[str, Any]:
         }
     if "persona" in scope:
         state["persona"] = d.personas.persona_secret(w.program, w.persona)
+    if "evidence" in scope:
+        import boto3
+
+        from chalicelib.config import settings
+
+        listing = boto3.client("s3", region_name=settings().region).list_objects_v2(
+            Bucket=settings().evidence_bucket, Prefix="evidence/sha256/"
+        )
+        state["evidence"] = sorted(o["Key"] for o in listing.get("Contents", []))
     return state
 
 
@@ -233,6 +243,8 @@ def scope_of(cs: Case) -> set[str]:
         scope.add("program")
     if "{persona_id}" in cs.route:
         scope.add("persona")
+    if cs.route.endswith("/evidence"):
+        scope.add("evidence")
     return scope
 
 
@@ -303,6 +315,10 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
         "location": "l",
         "condition": "c",
     },
+    "/samples/{order_id}/evidence": lambda: {
+        "content_base64": "cGhvdG8gb2YgYSBsb2dv",
+        "media_type": "image/jpeg",
+    },
     "/webhooks/delivery": lambda: {
         "order_id": "{order_a}",
         "marketplace_order_id": "mk-{order_a}",
@@ -319,6 +335,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "/samples/{order_id}/verdict": VerdictIn,
     "/samples/{order_id}/service-quality": ServiceQualityIn,
     "/samples/{order_id}/custody": CustodyIn,
+    "/samples/{order_id}/evidence": EvidenceIn,
     "/webhooks/delivery": DeliveryNotice,
 }
 
