@@ -192,6 +192,7 @@ def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, wor
             "stuck": metrics["stuck"],
             "delivery_failures": metrics["delivery_failures"],
             "skipped_budget": metrics["skipped_budget"],
+            "failures_by_reason": metrics["failures_by_reason"],
         },
         "counterfeit_hits": metrics["counterfeit_hits"],
         "hit_rate": metrics["hit_rate"],

@@ -133,6 +133,8 @@ class LocalStack:
                 "TESTBUY_TOKEN_SECRET": token_secret,
                 "TESTBUY_WEBHOOK_SECRET": webhook_secret,
                 "TESTBUY_METRICS_FILE": str(self.workdir / f"metrics-{port}.emf.jsonl"),
+                # 80 personas x 5 orders a week: enough for a demo programme's two rounds in one week.
+                "TESTBUY_PERSONA_POOL_SIZE": os.environ.get("TESTBUY_PERSONA_POOL_SIZE", "80"),
                 "POWERTOOLS_METRICS_NAMESPACE": "TestBuy",
                 "POWERTOOLS_SERVICE_NAME": "testbuy",
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),

@@ -257,6 +257,7 @@ def summarize(
         "spent": spent,
         "service_quality": sum(sq) / len(sq) if sq else None,
         "stuck": sum(1 for o in orders if o.status not in TERMINAL_STATUSES),
+        "failures_by_reason": dict(sorted(Counter(o.failure for o in orders if o.failure).items())),
         "estimate": None,
     }
     if conclusive:
