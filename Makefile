@@ -39,7 +39,6 @@ package: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/ledger.py
-	$(BIN)/python benchmarks/orders.py
 
 schemas: $(STAMP)
 	$(BIN)/testbuy schemas --write
