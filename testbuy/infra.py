@@ -34,6 +34,30 @@ class StackDescription:
     def asl(self, machine: str, root: Path = ROOT) -> str:
         return (root / str(self.raw["state_machines"][machine]["file"])).read_text()
 
+    def table_definition(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Name, keys, attribute definitions and indexes of a table, on demand. The same property names serve
+        boto3's ``create_table`` (local stack) and ``AWS::DynamoDB::Table`` (the deployable template)."""
+
+        def keys(hash_key: str, range_key: str) -> list[dict[str, str]]:
+            return [{"AttributeName": hash_key, "KeyType": "HASH"}, {"AttributeName": range_key, "KeyType": "RANGE"}]
+
+        attrs = set(spec["key"])
+        definition: dict[str, Any] = {
+            "TableName": self.name(spec["name"]),
+            "BillingMode": "PAY_PER_REQUEST",
+            "KeySchema": keys(*spec["key"]),
+        }
+        gsis = []
+        for index, (hash_key, range_key) in spec["indexes"].items():
+            attrs |= {hash_key, range_key}
+            gsis.append(
+                {"IndexName": index, "KeySchema": keys(hash_key, range_key), "Projection": {"ProjectionType": "ALL"}}
+            )
+        definition["AttributeDefinitions"] = [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attrs)]
+        if gsis:
+            definition["GlobalSecondaryIndexes"] = gsis
+        return definition
+
     def function_name(self, task: str) -> str:
         """The deployed function name, as Chalice names it: ``<app>-<stage>-<name>``."""
         return f"testbuy-{self.stage}-{task}"

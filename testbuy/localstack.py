@@ -262,34 +262,8 @@ class LocalStack:
         env: dict[str, str] = {}
         ddb = self.client("dynamodb")
         for spec in d.tables.values():
-            name = d.name(spec["name"])
-            attrs = {spec["key"][0], spec["key"][1]}
-            gsis = []
-            for index, (hk, rk) in spec["indexes"].items():
-                attrs |= {hk, rk}
-                gsis.append(
-                    {
-                        "IndexName": index,
-                        "KeySchema": [
-                            {"AttributeName": hk, "KeyType": "HASH"},
-                            {"AttributeName": rk, "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                )
-            kwargs: dict[str, Any] = {
-                "TableName": name,
-                "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attrs)],
-                "KeySchema": [
-                    {"AttributeName": spec["key"][0], "KeyType": "HASH"},
-                    {"AttributeName": spec["key"][1], "KeyType": "RANGE"},
-                ],
-                "BillingMode": "PAY_PER_REQUEST",
-            }
-            if gsis:
-                kwargs["GlobalSecondaryIndexes"] = gsis
-            ddb.create_table(**kwargs)
-            env[spec["env"]] = name
+            ddb.create_table(**d.table_definition(spec))
+            env[spec["env"]] = d.name(spec["name"])
         s3 = self.client("s3")
         bucket = d.name(d.raw["bucket"]["name"])
         s3.create_bucket(Bucket=bucket)

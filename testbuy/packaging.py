@@ -139,32 +139,12 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
     disposable = {"DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
 
     for key, spec in desc.tables.items():
-        hk, rk = spec["key"]
-        attrs = {hk, rk}
         table: dict[str, Any] = {
-            "TableName": desc.name(spec["name"]),
-            "BillingMode": "PAY_PER_REQUEST",
-            "KeySchema": [{"AttributeName": hk, "KeyType": "HASH"}, {"AttributeName": rk, "KeyType": "RANGE"}],
+            **desc.table_definition(spec),
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
             "DeletionProtectionEnabled": True,
         }
-        gsis = []
-        for index, (ihk, irk) in spec["indexes"].items():
-            attrs |= {ihk, irk}
-            gsis.append(
-                {
-                    "IndexName": index,
-                    "KeySchema": [
-                        {"AttributeName": ihk, "KeyType": "HASH"},
-                        {"AttributeName": irk, "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            )
-        table["AttributeDefinitions"] = [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attrs)]
-        if gsis:
-            table["GlobalSecondaryIndexes"] = gsis
         resources[table_id(key)] = {"Type": "AWS::DynamoDB::Table", **retain, "Properties": table}
 
     resources[BUCKET_ID] = {
