@@ -32,7 +32,7 @@ def demo(
 
 
 @app.command()
-def serve(with_simulators: bool = typer.Option(False, help="also run the simulated marketplace and labs")) -> None:
+def serve() -> None:
     """Keep the local stack up (Ctrl-C to stop); prints the API URL, the AWS endpoint URL and the bus name."""
     from testbuy.localstack import LocalStack
 
