@@ -233,7 +233,7 @@ def _render(con: Console, s: dict[str, Any]) -> None:
     )
     t.add_row("true prevalence (simulator)", pct(e["true_prevalence"]))
     t.add_row(
-        "lift of hit rate over prevalence",
+        "lift over uniform sampling (hit rate / prevalence)",
         "n/a" if s["lift_over_uniform"] is None else f"{s['lift_over_uniform']:.2f}x",
     )
     t.add_row("refund rate (suspect / settled)", pct(s["refund_rate"]))
