@@ -31,6 +31,7 @@ from chalicelib.domain.models import (
     FundRequest,
     Program,
     ProgramCreate,
+    RefundFeedIn,
     Round,
     RoundStart,
     SellerImport,
@@ -182,6 +183,14 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
         tag="programs",
         roles=(PM, FIN, ENF),
         success={200: "the metrics"},
+        errors=(404,),
+    ),
+    ("POST", "/programs/{program_id}/marketplace-refunds"): RouteDoc(
+        summary="Ingest one month of the marketplace refund feed (marketplace-wide suspect-refund rate)",
+        tag="programs",
+        roles=(PM, FIN),
+        request=RefundFeedIn,
+        success={200: "stored; the month's rate"},
         errors=(404,),
     ),
     ("GET", "/labs/{lab_id}/queue"): RouteDoc(

@@ -143,6 +143,23 @@ class DynamoStore:
         item = self._get(f"SELLERS#{program_id}", seller_id)
         return None if item is None else Seller.model_validate(item)
 
+    def put_refund_feed(self, program_id: str, period: str, orders: int, suspect_refunds: int) -> None:
+        self._put(
+            {
+                "pk": f"PROGRAM#{program_id}",
+                "sk": f"REFUNDFEED#{period}",
+                "period": period,
+                "orders": orders,
+                "suspect_refunds": suspect_refunds,
+            }
+        )
+
+    def refund_feed(self, program_id: str) -> list[dict[str, Any]]:
+        return [
+            {"period": i["period"], "orders": int(i["orders"]), "suspect_refunds": int(i["suspect_refunds"])}
+            for i in self._query_pk(f"PROGRAM#{program_id}", "REFUNDFEED#")
+        ]
+
     # ---------------------------------------------------------------------------------------------- rounds
     def put_round(self, rnd: Round) -> None:
         self._put({"pk": f"PROGRAM#{rnd.program_id}", "sk": f"ROUND#{rnd.round_id}", **rnd.model_dump(mode="json")})

@@ -10,7 +10,7 @@ from chalicelib.api.auth import Role
 from chalicelib.api.common import require
 from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
 from chalicelib.bootstrap import deps
-from chalicelib.domain.models import FundRequest, ProgramCreate, RoundStart, SellerImport
+from chalicelib.domain.models import FundRequest, ProgramCreate, RefundFeedIn, RoundStart, SellerImport
 from chalicelib.services import programs, rounds
 
 bp = Blueprint(__name__)
@@ -75,3 +75,11 @@ def metrics(program_id: str) -> Any:
     require(bp.current_request, PM, Role.FINANCE, Role.ENFORCEMENT)
     d = deps()
     return respond(200, rounds.program_metrics(d, d.programs.get_program(program_id)))
+
+
+@bp.route("/programs/{program_id}/marketplace-refunds", methods=["POST"])
+@handles_errors
+def marketplace_refunds(program_id: str) -> Any:
+    req = bp.current_request
+    require(req, PM, Role.FINANCE)
+    return respond(200, programs.ingest_refund_feed(deps(), program_id, parse_body(raw_body(req), RefundFeedIn)))

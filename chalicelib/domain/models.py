@@ -102,6 +102,23 @@ class FundRequest(Strict):
     reference: Identifier = Field(description="idempotency key of this funding, e.g. a finance ticket")
 
 
+class RefundFeedIn(Strict):
+    """One period of the marketplace's own refund data: all orders, and those refunded as suspect products. It gives
+    the reference programme's headline metric, the marketplace-wide rate of refunds due to suspect products."""
+
+    period: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="calendar month, YYYY-MM")
+    orders: StrictInt = Field(ge=1, le=10**13)
+    suspect_refunds: StrictInt = Field(ge=0, le=10**13)
+
+    @field_validator("suspect_refunds")
+    @classmethod
+    def _not_more_than_orders(cls, value: int, info: ValidationInfo) -> int:
+        orders = info.data.get("orders")
+        if orders is not None and value > orders:
+            raise ValueError("suspect_refunds cannot exceed orders")
+        return value
+
+
 # -------------------------------------------------------------------------------------------------------- sellers
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from chalicelib.domain.errors import InvalidInput
 from chalicelib.domain.events import BudgetThresholdCrossed, deterministic_event_id, envelope
 from chalicelib.domain.ledger import Balance
-from chalicelib.domain.models import FundRequest, Program, ProgramCreate, Seller, SellerImport
+from chalicelib.domain.models import FundRequest, Program, ProgramCreate, RefundFeedIn, Seller, SellerImport
 from chalicelib.services.deps import Deps
 from chalicelib.services.risk_scoring import risk_for
 
@@ -90,3 +90,26 @@ def check_thresholds(d: Deps, program: Program, balance: Balance, correlation_id
             ]
         )
     return crossed
+
+
+def ingest_refund_feed(d: Deps, program_id: str, req: RefundFeedIn) -> dict[str, Any]:
+    """Record one month of the marketplace's refund data (a resend replaces that month) and emit its rate."""
+    d.programs.get_program(program_id)
+    d.programs.put_refund_feed(program_id, req.period, req.orders, req.suspect_refunds)
+    rate = req.suspect_refunds / req.orders
+    d.metrics.add("MarketplaceSuspectRefundRate", rate, "None", {"ProgramId": program_id})
+    d.metrics.flush()
+    return {"period": req.period, "orders": req.orders, "suspect_refunds": req.suspect_refunds, "rate": rate}
+
+
+def marketplace_refund_rate(d: Deps, program_id: str) -> dict[str, Any] | None:
+    """Marketplace-wide rate of refunds due to suspect products, per month and overall (None without a feed)."""
+    feed = sorted(d.programs.refund_feed(program_id), key=lambda f: f["period"])
+    if not feed:
+        return None
+    orders = sum(f["orders"] for f in feed)
+    suspect = sum(f["suspect_refunds"] for f in feed)
+    return {
+        "overall": suspect / orders,
+        "by_period": [{**f, "rate": f["suspect_refunds"] / f["orders"]} for f in feed],
+    }

@@ -24,6 +24,7 @@ from chalicelib.domain.models import (
     VerdictKind,
 )
 from chalicelib.services.deps import Deps
+from chalicelib.services.programs import marketplace_refund_rate
 
 # The reservation covers the expected price plus this margin; capture returns what was not spent.
 RESERVATION_MARGIN = 0.15
@@ -402,6 +403,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     else:
         summary["lift_over_uniform"] = None
     summary["currency"] = program.currency
+    summary["marketplace_refund_rate"] = marketplace_refund_rate(d, program.program_id)
     summary["precision"] = (
         {f"buys_needed_for_pm_{hw * 100:g}pt": estimation.buys_needed(combined, hw) for hw in (0.01, 0.005)}
         if combined

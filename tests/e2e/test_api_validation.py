@@ -33,6 +33,7 @@ from chalicelib.domain.models import (
     Order,
     OrderStatus,
     ProgramCreate,
+    RefundFeedIn,
     RoundStart,
     SellerImport,
     ServiceQualityIn,
@@ -203,6 +204,7 @@ def snapshot(d: Any, w: World, scope: set[str]) -> dict[str, Any]:
                 "journal": len(d.ledger.journal(pid)),
                 "sellers": sorted((s.model_dump() for s in d.programs.list_sellers(pid)), key=lambda s: s["seller_id"]),
                 "rounds": [r.model_dump() for r in d.rounds.list_rounds(pid)],
+                "refund_feed": d.programs.refund_feed(pid),
             }
     if "orders" in scope:
         for oid in (w.order_a, w.order_b):
@@ -302,6 +304,7 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
     "/programs/{program_id}/funding": lambda: {"amount": 500, "currency": "USD", "reference": f"f-{RUN}"},
     "/programs/{program_id}/sellers": lambda: {"sellers": [seller(90)]},
     "/programs/{program_id}/rounds": lambda: {"seed": 1},
+    "/programs/{program_id}/marketplace-refunds": lambda: {"period": "2026-10", "orders": 1000, "suspect_refunds": 2},
     "/samples/{order_id}/verdict": lambda: {"verdict": "authentic", "notes": "", "evidence": [HEX]},
     "/samples/{order_id}/service-quality": lambda: {
         "delivery_days": 3,
@@ -332,6 +335,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "/programs/{program_id}/funding": FundRequest,
     "/programs/{program_id}/sellers": SellerImport,
     "/programs/{program_id}/rounds": RoundStart,
+    "/programs/{program_id}/marketplace-refunds": RefundFeedIn,
     "/samples/{order_id}/verdict": VerdictIn,
     "/samples/{order_id}/service-quality": ServiceQualityIn,
     "/samples/{order_id}/custody": CustodyIn,
