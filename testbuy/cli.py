@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -106,6 +107,17 @@ def openapi(write: bool = typer.Option(False, help="rewrite docs/openapi.json"))
     raise typer.Exit(1 if problems else 0)
 
 
+def _get(api_url: str, token_value: str, path: str) -> Any:
+    """GET from a running API; a non-200 answer is printed and ends the command with exit 1."""
+    from testbuy.client import ApiClient
+
+    status, body, _ = ApiClient(api_url, token_value).request("GET", path)
+    if status != 200:
+        console.print(f"[red]HTTP {status}[/]: {body}")
+        raise typer.Exit(1)
+    return body
+
+
 @app.command()
 def spend(
     program_id: str,
@@ -115,15 +127,8 @@ def spend(
     fmt: str = typer.Option("json", "--format"),
 ) -> None:
     """Print a spend report (JSON or CSV) from a running API."""
-    from testbuy.client import ApiClient
-
     query = urllib.parse.urlencode({"group_by": group_by, "format": fmt})
-    status, body, _ = ApiClient(api_url, token_value).request(
-        "GET", f"/programs/{urllib.parse.quote(program_id, safe='')}/spend?{query}"
-    )
-    if status != 200:
-        console.print(f"[red]HTTP {status}[/]: {body}")
-        raise typer.Exit(1)
+    body = _get(api_url, token_value, f"/programs/{urllib.parse.quote(program_id, safe='')}/spend?{query}")
     sys.stdout.write(body if isinstance(body, str) else json.dumps(body, indent=2) + "\n")
 
 
@@ -134,14 +139,7 @@ def reconcile(
     token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
 ) -> None:
     """Recompute every balance from the ledger journal and report drift (exit 1 unless it reconciles)."""
-    from testbuy.client import ApiClient
-
-    status, body, _ = ApiClient(api_url, token_value).request(
-        "GET", f"/programs/{urllib.parse.quote(program_id, safe='')}/reconciliation"
-    )
-    if status != 200:
-        console.print(f"[red]HTTP {status}[/]: {body}")
-        raise typer.Exit(1)
+    body = _get(api_url, token_value, f"/programs/{urllib.parse.quote(program_id, safe='')}/reconciliation")
     sys.stdout.write(json.dumps(body, indent=2) + "\n")
     raise typer.Exit(0 if body.get("reconciled") else 1)
 

@@ -17,6 +17,11 @@ ENV = {
 }
 
 
+def test_thresholds_come_from_the_environment_with_defaults() -> None:
+    assert load(ENV).budget_thresholds == (0.5, 0.8, 1.0)
+    assert load({**ENV, "TESTBUY_BUDGET_THRESHOLDS": "0.25,0.9"}).budget_thresholds == (0.25, 0.9)
+
+
 def test_complete_environment_loads() -> None:
     s = load({**ENV, "TESTBUY_BUDGET_THRESHOLDS": "0.25,0.75"})
     assert s.data_table == "d" and s.budget_thresholds == (0.25, 0.75) and s.auth_mode == "local"

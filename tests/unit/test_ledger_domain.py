@@ -7,7 +7,6 @@ from typing import Any, cast
 
 import pytest
 
-from chalicelib.config import load
 from chalicelib.domain.errors import InvalidInput
 from chalicelib.domain.events import Envelope
 from chalicelib.domain.ledger import (
@@ -208,26 +207,6 @@ def test_no_threshold_event_without_funds() -> None:
     d, events = _deps((0.5,))
     assert check_thresholds(d, PROGRAM, Balance(), "c") == []
     assert events.published == []
-
-
-_ENV = {
-    "TESTBUY_STAGE": "t",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "TESTBUY_DATA_TABLE": "d",
-    "TESTBUY_LEDGER_TABLE": "l",
-    "TESTBUY_EVENT_BUS": "b",
-    "TESTBUY_EVIDENCE_BUCKET": "e",
-    "TESTBUY_ROUND_STATE_MACHINE_ARN": "r",
-    "TESTBUY_ORDER_STATE_MACHINE_ARN": "o",
-    "TESTBUY_MARKETPLACE_URL": "http://m",
-    "TESTBUY_TOKEN_SECRET": "x" * 16,
-    "TESTBUY_WEBHOOK_SECRET": "y" * 16,
-}
-
-
-def test_thresholds_come_from_the_environment_with_defaults() -> None:
-    assert load(_ENV).budget_thresholds == (0.5, 0.8, 1.0)
-    assert load({**_ENV, "TESTBUY_BUDGET_THRESHOLDS": "0.25,0.9"}).budget_thresholds == (0.25, 0.9)
 
 
 # ------------------------------------------------------------------------------------------------ CSV
