@@ -58,11 +58,15 @@ class Timeouts(Strict):
 
 
 class ProgramCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra={"x-constraints": ["period_end > period_start"]}
+    )
+
     name: str = Field(min_length=1, max_length=200)
     currency: Currency
     budget: Amount
     period_start: UtcDateTime
-    period_end: UtcDateTime
+    period_end: UtcDateTime = Field(description="must be after period_start")
     round_size: StrictInt = Field(ge=1, le=1_000_000, description="expected test buys per round")
     exploration_share: float = Field(default=0.1, gt=0.0, le=1.0, strict=False)
     blend: float = Field(default=0.5, ge=0.0, le=1.0, strict=False, description="1 = estimation, 0 = hunting")
@@ -106,9 +110,13 @@ class RefundFeedIn(Strict):
     """One period of the marketplace's own refund data: all orders, and those refunded as suspect products. It gives
     the reference programme's headline metric, the marketplace-wide rate of refunds due to suspect products."""
 
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra={"x-constraints": ["suspect_refunds <= orders"]}
+    )
+
     period: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="calendar month, YYYY-MM")
     orders: StrictInt = Field(ge=1, le=10**13)
-    suspect_refunds: StrictInt = Field(ge=0, le=10**13)
+    suspect_refunds: StrictInt = Field(ge=0, le=10**13, description="at most orders")
 
     @field_validator("suspect_refunds")
     @classmethod

@@ -19,6 +19,7 @@ from chalicelib.ports import (
     PersonaRepository,
     ProgramRepository,
     RoundRepository,
+    WebhookReceipts,
     Workflow,
 )
 
@@ -42,3 +43,4 @@ class Deps:
     enforcement_policy: PolicyConfig = field(default_factory=PolicyConfig)
     persona_pool_size: int = 40
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
+    webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not
