@@ -81,8 +81,9 @@ def load(environ: Mapping[str, str]) -> Settings:
         # A deployed function (the Lambda runtime sets AWS_LAMBDA_FUNCTION_NAME; the local stack runs handlers
         # in-process, without it) authenticates through Cognito only: local tokens are for the embedded stack.
         raise ConfigError("TESTBUY_AUTH_MODE must be cognito in a deployed function; refusing to start")
-    if settings.auth_mode == "local" and len(settings.token_secret) < 16:
-        raise ConfigError("TESTBUY_TOKEN_SECRET must be at least 16 characters when TESTBUY_AUTH_MODE=local")
+    if settings.auth_mode == "local" and len(settings.token_secret.encode()) < 32:
+        # RFC 7518 section 3.2: an HS256 key of at least 256 bits
+        raise ConfigError("TESTBUY_TOKEN_SECRET must be at least 32 bytes when TESTBUY_AUTH_MODE=local")
     return settings
 
 

@@ -12,7 +12,7 @@ ENV = {
     "TESTBUY_ROUND_STATE_MACHINE_ARN": "r",
     "TESTBUY_ORDER_STATE_MACHINE_ARN": "o",
     "TESTBUY_MARKETPLACE_URL": "http://m",
-    "TESTBUY_TOKEN_SECRET": "x" * 20,
+    "TESTBUY_TOKEN_SECRET": "x" * 32,
     "TESTBUY_WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:testbuy-webhook",
     "TESTBUY_AUTH_MODE": "local",
 }
