@@ -206,7 +206,8 @@ SECURITY_SCHEMES: dict[str, Any] = {
 
 INTEGER_NOTE = (
     "Integer fields accept any JSON number with an integral value (5, 5.0, 5e0), as JSON Schema's `integer` does; "
-    "a fraction (5.5) is refused. Numbers are never read from strings."
+    "a fraction (5.5) is refused. Numbers closer to zero than 1e-100 are read as 0. Numbers are never read from "
+    "strings."
 )
 
 
@@ -237,6 +238,10 @@ def _operation(decl: Declaration, components: dict[str, Any]) -> dict[str, Any]:
     op["x-roles"] = list(decl.admitted)
     if decl.lab_scope is not None:
         op["x-lab-scope"] = decl.lab_scope
+    if decl.refusals:
+        op["x-refusals"] = [
+            {"status": r.status, "code": r.code, "field": r.field, "rule": r.rule} for r in decl.refusals
+        ]
     if decl.auth == "bearer":
         op["security"] = [{"localBearer": []}, {"cognito": []}]
     elif decl.auth == "webhook":
@@ -300,7 +305,9 @@ def openapi_document(routes: dict[tuple[str, str], Any] | None = None) -> dict[s
             "`testbuy openapi --write`; do not edit by hand. Money is integer minor units plus an ISO 4217 code; "
             "times are UTC. `x-roles` lists the roles an operation admits; `x-lab-scope` the path parameter that "
             "confines a lab. " + INTEGER_NOTE + " Cross-field rules JSON Schema cannot express are stated in "
-            "`x-constraints` of the schema concerned. Every error answer, including an unknown path (404), a "
+            "`x-constraints` of the schema concerned (a 400 names the field); rules that depend on stored state or "
+            "compare items of a list are the operation's `x-refusals` (status, code, field pattern). Every error "
+            "answer, including an unknown path (404), a "
             "method the path does not have (405) and a body that is not JSON (415), is an ErrorBody.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",

@@ -365,6 +365,12 @@ class LocalStack:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
+            def __getattr__(self, name: str) -> Any:
+                # any other method (TRACE, QUERY, ...) is answered 405 in the documented body, not http.server's 501
+                if name.startswith("do_"):
+                    return self._generic_handle
+                raise AttributeError(name)
+
             def _send_error_response(self, error: Any) -> None:
                 """Chalice's local gateway answers an unknown path itself (403 "Missing Authentication Token", like
                 API Gateway); answer it as the documented 404 ErrorBody instead (chalicelib/api/system.py does

@@ -81,6 +81,18 @@ class Ok:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A rule that JSON Schema cannot state (it compares the body with stored state, or items with each other): a
+    request valid by the document can still be refused, with this status and code, naming a field that matches
+    ``field`` (a regular expression). Published as ``x-refusals`` of the operation."""
+
+    status: int
+    code: str
+    field: str
+    rule: str
+
+
+@dataclass(frozen=True)
 class Reply:
     status: int
     body: Any
@@ -131,6 +143,7 @@ class Declaration:
     params: dict[str, PathParam] = field(default_factory=dict)
     description: str = ""
     view_name: str = ""
+    refusals: tuple[Refusal, ...] = ()
 
     @property
     def admitted(self) -> tuple[str, ...]:
@@ -178,6 +191,7 @@ def endpoint(
     query: tuple[QueryParam, ...] = (),
     params: dict[str, PathParam] | None = None,
     description: str = "",
+    refusals: tuple[Refusal, ...] = (),
 ) -> Callable[[Handler], Callable[..., Any]]:
     """Declare, register and guard one route (see the module docstring)."""
     names = path_names(path)
@@ -211,6 +225,7 @@ def endpoint(
             params=typed,
             description=description or (handler.__doc__ or "").strip(),
             view_name=handler.__name__,
+            refusals=refusals,
         )
 
         @functools.wraps(handler)

@@ -114,11 +114,14 @@ def parse_body(raw: bytes | None, model: type[M]) -> M:
 
 def _json_number(text: str) -> int | float:
     """A JSON number with a fraction or exponent: an exact integer when its value is integral (``5.0``, ``1e3``),
-    else a float. Exponents beyond 1e30 stay floats (an integer of 1e999999 digits would be a denial of service)."""
+    else a float. Exponents beyond 1e30 stay floats (an integer of 1e999999 digits would be a denial of service);
+    magnitudes below 1e-100 are 0."""
     try:
         value = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the JSON grammar has already been checked
         return float(text)
     if value.is_finite() and abs(value.adjusted()) <= 30 and value == value.to_integral_value():
         return int(value)
+    if value.is_finite() and value != 0 and value.adjusted() < -100:
+        return 0.0  # below DynamoDB's smallest number (1e-130): read as 0, as the OpenAPI document says
     return float(text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from chalice.app import Blueprint
 
 from chalicelib.api.common import ENF, FIN, PM
-from chalicelib.api.declare import Call, Ok, Reply, endpoint
+from chalicelib.api.declare import Call, Ok, Refusal, Reply, endpoint
 from chalicelib.api.schemas import Funded, Imported, Metrics, Program, ProgramView, RefundFeedStored, RoundView
 from chalicelib.bootstrap import deps
 from chalicelib.domain.ledger import Balance
@@ -66,6 +66,7 @@ def get_program(call: Call) -> Reply:
     errors=(404, 409),
     description="400 currency_mismatch when the currency is not the programme's; 409 idempotency_conflict "
     "when the reference was used before with a different amount or currency.",
+    refusals=(Refusal(400, "currency_mismatch", "^currency$", "currency is the programme's currency"),),
 )
 def fund(call: Call) -> Reply:
     from chalicelib.services import programs
@@ -85,6 +86,10 @@ def fund(call: Call) -> Reply:
     request=SellerImport,
     ok=(Ok(200, "the batch was imported; how many sellers", Imported),),
     errors=(404,),
+    refusals=(
+        Refusal(400, "invalid_input", r"^sellers\[\d+\]\.seller_id$", "seller ids are unique within a batch"),
+        Refusal(400, "invalid_input", r"^sellers\[\d+\]\.signals$", "each seller gives risk or signals"),
+    ),
 )
 def import_sellers(call: Call) -> Reply:
     from chalicelib.services import programs
@@ -105,6 +110,7 @@ def import_sellers(call: Call) -> Reply:
     errors=(404, 409),
     description="409 invalid_state outside the programme period or without eligible sellers; "
     "409 insufficient_funds when the available budget cannot pay for the cheapest order.",
+    refusals=(Refusal(400, "invalid_input", "^budget$", "a round budget covers the cheapest eligible order"),),
 )
 def start_round(call: Call) -> Reply:
     from chalicelib.services import rounds

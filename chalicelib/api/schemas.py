@@ -92,7 +92,7 @@ class Metrics(Open):
     estimate: dict[str, Any] | None
     cost_per_hit: int | None
     lift_over_uniform: float | None
-    marketplace_refund_rate: float | None
+    marketplace_refund_rate: dict[str, Any] | None
 
 
 class QueueItem(Out):
