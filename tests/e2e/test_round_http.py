@@ -186,9 +186,9 @@ def test_custody_chain_of_a_settled_sample_verifies_and_a_tampered_copy_does_not
     assert [e["seq"] for e in report["entries"]] == list(range(report["length"]))
     for prev, entry in zip(report["entries"], report["entries"][1:], strict=False):
         assert entry["prev_hash"] == prev["entry_hash"]
-    # another lab may not read it
+    # another lab may not read it, and learns nothing: the answer of an unknown sample (404)
     other = ApiClient(outcome.pm.base_url, token_for("lab", "lab-e2e-nobody"))
-    assert other.request("GET", f"/samples/{order.order_id}/custody")[0] == 403
+    assert other.request("GET", f"/samples/{order.order_id}/custody")[0] == 404
 
     chain = d.custody.chain(order.order_id)
     assert verify_chain(chain).valid and verify_chain(chain).head == report["head"]
