@@ -341,7 +341,7 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
             "WebhookSecretId": {
                 "Type": "String",
                 "Description": "Secrets Manager secret (name or ARN) whose SecretString is the marketplace webhook "
-                "HMAC secret, at least 16 characters (TESTBUY_WEBHOOK_SECRET).",
+                'secrets as JSON {"current": "whsec_...", "previous": ... | null} (TESTBUY_WEBHOOK_SECRET_ARN).',
                 "Default": f"testbuy/{desc.stage}/webhook-secret",
             },
         },
@@ -370,7 +370,7 @@ def render_environment(desc: StackDescription) -> dict[str, Any]:
         {
             "TESTBUY_MARKETPLACE_URL": {"Ref": "MarketplaceUrl"},
             "TESTBUY_AUTH_MODE": "cognito",
-            "TESTBUY_WEBHOOK_SECRET": {"Fn::Sub": "{{resolve:secretsmanager:${WebhookSecretId}:SecretString}}"},
+            "TESTBUY_WEBHOOK_SECRET_ARN": {"Ref": "WebhookSecretId"},  # the value is read at run time
             "POWERTOOLS_METRICS_NAMESPACE": "TestBuy",
             "POWERTOOLS_SERVICE_NAME": "testbuy",
             "POWERTOOLS_LOG_LEVEL": "INFO",
