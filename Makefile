@@ -39,6 +39,7 @@ package: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/import_time.py
 
 schemas: $(STAMP)
 	$(BIN)/testbuy schemas --write
