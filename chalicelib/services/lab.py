@@ -89,7 +89,10 @@ def post_verdict(
         location=f"lab {order.lab_id}",
         condition=f"examined: {req.verdict.value}",
         evidence=req.evidence,
-        once=lambda e: e.to_party == archive,
+        once=lambda e: (
+            (e.from_party, e.to_party, e.condition, e.evidence)
+            == (f"lab:{order.lab_id}", archive, f"examined: {req.verdict.value}", tuple(req.evidence))
+        ),
     )
     # --- end custody
     d.orders.update_order(

@@ -246,3 +246,24 @@ def test_two_appends_at_the_same_head_cannot_both_succeed(deps: Any, ddb: Any, t
     assert sorted(done) == [3, 4]
     final = custody.report(deps, oid)
     assert final["valid"] is True and final["length"] == 5
+
+
+def test_a_follow_up_redone_on_retry_appends_its_entry_once(deps: Any) -> None:
+    oid = make_order(deps, 1)
+
+    def archive() -> tuple[CustodyEntry, Anchor]:
+        return custody.append(
+            deps,
+            oid,
+            LAB_ACTOR,
+            from_party=f"lab:{LAB}",
+            to_party=f"lab:{LAB}:archive",
+            location="lab",
+            condition="examined: authentic",
+            once=lambda e: e.to_party == f"lab:{LAB}:archive",
+        )
+
+    first, anchor1 = archive()
+    again, anchor2 = archive()
+    assert again == first and anchor1 == anchor2 == Anchor(2, first.mac)
+    assert len(deps.custody.chain(oid)) == 2
