@@ -53,26 +53,35 @@ class DynamoCustody:
     @staticmethod
     def _entry(order_id: str, i: dict[str, Any]) -> CustodyEntry:
         # The order id comes from the partition key, not from the item: an entry copied from another order's chain
-        # is then checked against this order's id and fails its MAC. Missing fields (legacy or damaged items) read as
-        # empty and fail verification rather than raising.
+        # is then checked against this order's id and fails its MAC. Missing or malformed fields (legacy or damaged
+        # items) read as placeholders and fail verification, naming the entry, rather than raising.
+        def text(name: str) -> str:
+            value = i.get(name)
+            return value if isinstance(value, str) else ""
+
+        try:
+            seq = int(i.get("seq", -1))
+        except (TypeError, ValueError):
+            seq = -1
+        try:
+            at = datetime.fromisoformat(text("at"))
+        except ValueError:
+            at = datetime.min
+        evidence = i.get("evidence")
         lab = i.get("actor_lab_id")
         return CustodyEntry(
             order_id=order_id,
-            seq=int(i.get("seq", -1)),
-            from_party=str(i.get("from_party", "")),
-            to_party=str(i.get("to_party", "")),
-            at=datetime.fromisoformat(str(i["at"])) if i.get("at") else datetime.min,
-            location=str(i.get("location", "")),
-            condition=str(i.get("condition", "")),
-            actor=Actor(
-                subject=str(i.get("actor_subject", "")),
-                role=str(i.get("actor_role", "")),
-                lab_id=None if lab is None else str(lab),
-            ),
-            key_id=str(i.get("key_id", "")),
-            evidence=tuple(str(e) for e in i.get("evidence", [])),
-            prev_mac=str(i.get("prev_mac", "")),
-            mac=str(i.get("mac", "")),
+            seq=seq,
+            from_party=text("from_party"),
+            to_party=text("to_party"),
+            at=at,
+            location=text("location"),
+            condition=text("condition"),
+            actor=Actor(text("actor_subject"), text("actor_role"), lab if isinstance(lab, str) else None),
+            key_id=text("key_id"),
+            evidence=tuple(str(e) for e in evidence) if isinstance(evidence, list) else (),
+            prev_mac=text("prev_mac"),
+            mac=text("mac"),
         )
 
     def append(self, entry: CustodyEntry) -> Anchor:
@@ -86,6 +95,9 @@ class DynamoCustody:
         values.update({":nlen": av(new.length), ":nhead": av(new.head)})
         try:
             self._db.transact_write_items(
+                # The MAC names this exact entry: an SDK retry after a lost reply is then applied once, not
+                # refused as a conflict (which would make the caller append the same hand-over a second time).
+                ClientRequestToken=entry.mac[:36],
                 TransactItems=[
                     {
                         "Put": {
@@ -103,7 +115,7 @@ class DynamoCustody:
                             "ExpressionAttributeValues": values,
                         }
                     },
-                ]
+                ],
             )
         except ClientError as exc:
             codes = cancellation_codes(exc)

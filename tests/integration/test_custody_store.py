@@ -267,3 +267,16 @@ def test_a_follow_up_redone_on_retry_appends_its_entry_once(deps: Any) -> None:
     again, anchor2 = archive()
     assert again == first and anchor1 == anchor2 == Anchor(2, first.mac)
     assert len(deps.custody.chain(oid)) == 2
+
+
+def test_a_malformed_item_is_named_not_a_server_error(deps: Any, api: Any, ddb: Any, table: str) -> None:
+    oid = make_order(deps, 3)
+    ddb.update_item(
+        TableName=table,
+        Key=key(oid, 1),
+        UpdateExpression="SET #a = :a, evidence = :e REMOVE actor_subject",
+        ExpressionAttributeNames={"#a": "at"},
+        ExpressionAttributeValues={":a": av("not a date"), ":e": av("not a list")},
+    )
+    body = lab_report(api, oid)
+    assert (body["valid"], body["first_bad_seq"], body["reason"]) == (False, 1, "mac")
