@@ -3,7 +3,6 @@ giving up after a few lost races, skipping a follow-up already done, and failing
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -15,40 +14,10 @@ from chalicelib.domain.custody import Actor, Anchor, CustodyEntry, next_entry
 from chalicelib.domain.errors import Conflict
 from chalicelib.services import custody
 from chalicelib.services.deps import Deps
+from tests.custody_fake import AnchoredFakeCustody
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ACTOR = Actor("dana", "lab", "lab-9")
-
-
-class AnchoredCustody:
-    """The repository's contract in memory: an append lands only on the anchored head and moves it."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, list[CustodyEntry]] = {}
-        self.anchors: dict[str, Anchor] = {}
-        self.interleave: list[CustodyEntry] = []  # entries a rival writer lands just before our next append
-        self.lock = threading.Lock()
-
-    def append(self, entry: CustodyEntry) -> Anchor:
-        with self.lock:
-            if self.interleave:
-                rival = self.interleave.pop(0)
-                self._land(rival)
-            return self._land(entry)
-
-    def _land(self, entry: CustodyEntry) -> Anchor:
-        current = self.anchors.get(entry.order_id, Anchor.empty())
-        if (current.length, current.head) != (entry.seq, entry.prev_mac):
-            raise Conflict("the anchor moved")
-        self.entries.setdefault(entry.order_id, []).append(entry)
-        self.anchors[entry.order_id] = Anchor(entry.seq + 1, entry.mac)
-        return self.anchors[entry.order_id]
-
-    def chain(self, order_id: str) -> list[CustodyEntry]:
-        return list(self.entries.get(order_id, []))
-
-    def snapshot(self, order_id: str) -> tuple[list[CustodyEntry], Anchor | None]:
-        return self.chain(order_id), self.anchors.get(order_id)
 
 
 @dataclass
@@ -61,7 +30,7 @@ class Clock:
 
 @dataclass
 class D:
-    custody: AnchoredCustody = field(default_factory=AnchoredCustody)
+    custody: AnchoredFakeCustody = field(default_factory=AnchoredFakeCustody)
     clock: Clock = field(default_factory=Clock)
     custody_key: LocalHmacKey | None = field(default_factory=lambda: LocalHmacKey("s" * 40))
 
@@ -109,7 +78,7 @@ def test_after_losing_every_race_the_append_gives_up_with_a_conflict() -> None:
     d = deps()
     add(d, 0)
 
-    class AlwaysMoved(AnchoredCustody):
+    class AlwaysMoved(AnchoredFakeCustody):
         def append(self, entry: CustodyEntry) -> Anchor:
             raise Conflict("the anchor moved")
 
