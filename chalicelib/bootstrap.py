@@ -17,6 +17,8 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     import boto3  # local import: keeps module import cheap and the domain free of boto3
 
     from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
+    from chalicelib.adapters.custody_dynamodb import DynamoCustody
+    from chalicelib.adapters.custody_kms import custody_key_from
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
     from chalicelib.adapters.store_dynamodb import DynamoStore
@@ -34,7 +36,8 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         programs=store,
         rounds=store,
         orders=store,
-        custody=store,
+        custody=DynamoCustody(dynamodb, cfg.data_table),  # custody (issue 8 item 5)
+        custody_key=custody_key_from(cfg, sess),  # custody (issue 8 item 5)
         personas=store,
         ledger=DynamoLedger(dynamodb, cfg.ledger_table, clock),
         events=EventBridgePublisher(sess.client("events"), cfg.event_bus),

@@ -135,6 +135,7 @@ class LocalStack:
         # in the handlers' environment: the environment names the secret only.
         webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self._webhook_secret = webhook_secret
+        custody_key = secrets.token_urlsafe(32)  # the per-stack key that seals custody entries (KMS in AWS)
         env = self._handler_env()
         env.update(
             {
@@ -143,6 +144,7 @@ class LocalStack:
                 "TESTBUY_AUTH_MODE": "local",
                 "TESTBUY_TOKEN_SECRET": token_secret,
                 "TESTBUY_WEBHOOK_SECRET_ARN": f"testbuy-{self.stage}-webhook-secret",
+                "TESTBUY_CUSTODY_KEY": custody_key,
                 "TESTBUY_METRICS_FILE": str(self.workdir / f"metrics-{port}.emf.jsonl"),
                 # 80 personas x 5 orders a week: enough for a demo programme's two rounds in one week.
                 "TESTBUY_PERSONA_POOL_SIZE": os.environ.get("TESTBUY_PERSONA_POOL_SIZE", "80"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from chalice.app import Blueprint
 
+from chalicelib.api.auth import Principal
 from chalicelib.api.common import ENF, LAB, PM, correlation_id
 from chalicelib.api.declare import Call, Ok, Reply, endpoint
 from chalicelib.api.schemas import (
@@ -18,11 +19,19 @@ from chalicelib.api.schemas import (
     ServiceQualityStored,
     Verdict,
 )
+from chalicelib.api.system import LazyModule
 from chalicelib.bootstrap import deps
+from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import CustodyIn, EvidenceIn, ServiceQualityIn, VerdictIn
-from chalicelib.services import lab
+
+lab = LazyModule("chalicelib.services.lab")  # the lab service (events, custody) loads on the first lab request
 
 bp = Blueprint(__name__)
+
+
+def _actor(who: Principal) -> Actor:
+    """The authenticated principal as recorded on custody entries (issue 8 item 5)."""
+    return Actor(subject=who.subject, role=who.role.value, lab_id=who.lab_id)
 
 
 @endpoint(
@@ -57,7 +66,7 @@ def queue(call: Call) -> Reply:
 def verdict(call: Call) -> Reply:
     who = call.who
     stored, created = lab.post_verdict(
-        deps(), call.params["order_id"], call.lab_scope, who.subject, call.body, correlation_id(call.request)
+        deps(), call.params["order_id"], call.lab_scope, _actor(who), call.body, correlation_id(call.request)
     )
     return Reply(201 if created else 200, stored.model_dump(mode="json"))
 
@@ -94,7 +103,7 @@ def service_quality(call: Call) -> Reply:
     errors=(404,),
 )
 def add_custody(call: Call) -> Reply:
-    return Reply(201, lab.add_custody(deps(), call.params["order_id"], call.lab_scope, call.body))
+    return Reply(201, lab.add_custody(deps(), call.params["order_id"], call.lab_scope, _actor(call.who), call.body))
 
 
 @endpoint(

@@ -14,16 +14,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.domain.models import Program, Round, Timeouts, Verdict
+from chalicelib.services.custody import CustodyReport
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: validators are built when an answer is first checked, not when the API function starts
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Open(BaseModel):
     """An answer that may carry further properties besides those listed."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
 
 class Health(Out):
@@ -76,7 +78,7 @@ class RefundFeedStored(Out):
 
 
 class RoundView(Round):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     orders_by_status: dict[str, int]
 
 
@@ -113,22 +115,21 @@ class ServiceQualityStored(Out):
     score: float = Field(ge=0.0, le=1.0)
 
 
-class CustodyAppended(Open):
+class CustodyAppended(Out):
+    """The appended entry's place and seal, and the chain's new anchor (length and head)."""
+
     seq: int = Field(ge=0)
-    entry_hash: str
+    mac: str
+    prev_mac: str
+    key_id: str
+    custody_length: int = Field(ge=1)
+    custody_head: str
 
 
 class EvidenceStored(Out):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=1)
     media_type: str
-
-
-class CustodyReport(Open):
-    order_id: str
-    valid: bool
-    length: int = Field(ge=0)
-    entries: list[dict[str, Any]]
 
 
 class SpendRow(Out):
@@ -206,4 +207,4 @@ class PersonaView(Open):
     retired: bool
 
 
-__all__ = ["Program", "Verdict"]
+__all__ = ["CustodyReport", "Program", "Verdict"]

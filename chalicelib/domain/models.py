@@ -34,13 +34,14 @@ UtcDateTime = Annotated[datetime, AfterValidator(_aware_utc)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: validators are built on first use, not at import (the API function's cold start stays light)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class Lenient(BaseModel):
     """Internal records read back from storage: tolerate fields added by later versions."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- programme
@@ -59,7 +60,11 @@ class Timeouts(Strict):
 
 class ProgramCreate(Strict):
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra={"x-constraints": ["period_end > period_start"]}
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        defer_build=True,
+        json_schema_extra={"x-constraints": ["period_end > period_start"]},
     )
 
     name: str = Field(min_length=1, max_length=200)
@@ -111,7 +116,11 @@ class RefundFeedIn(Strict):
     the reference programme's headline metric, the marketplace-wide rate of refunds due to suspect products."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra={"x-constraints": ["suspect_refunds <= orders"]}
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        defer_build=True,
+        json_schema_extra={"x-constraints": ["suspect_refunds <= orders"]},
     )
 
     period: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="calendar month, YYYY-MM")
@@ -136,6 +145,7 @@ class SellerSignals(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
+        defer_build=True,
         json_schema_extra={"x-constraints": ["past_counterfeits <= past_testbuys (missing: 0)"]},
     )
 

@@ -8,6 +8,7 @@ from chalicelib.domain.enforcement import PolicyConfig
 from chalicelib.domain.personas import PersonaPolicy
 from chalicelib.ports import (
     Clock,
+    CustodyKey,
     CustodyRepository,
     EventPublisher,
     EvidenceStore,
@@ -44,3 +45,5 @@ class Deps:
     persona_pool_size: int = 40
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
     webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not
+    # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
+    custody_key: CustodyKey | None = None
