@@ -153,7 +153,7 @@ def principal_from_cognito(context: Mapping[str, Any]) -> Principal:
 
 # ------------------------------------------------------------------------------------------------ Standard Webhooks
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # nosec B105 # the Standard Webhooks secret prefix, not a secret
 
 
 def webhook_key(secret: str) -> bytes:
