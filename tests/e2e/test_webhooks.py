@@ -178,7 +178,8 @@ def test_an_id_being_processed_is_a_409_and_a_dead_claim_is_taken_over(d: Any, s
     assert state(oid, msg_id) == before
     # that arrival died (its lease ran out): the retry takes the claim over and is processed
     assert d.webhook_receipts.claim(msg_id, d.clock.now() - timedelta(hours=1), 60, 86400) == "busy"
-    d.webhook_receipts.release(msg_id)
+    d.webhook_receipts.release(msg_id)  # that arrival failed and gave its claim up
+    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["state"] == {"S": "released"}
     assert d.webhook_receipts.claim(msg_id, d.clock.now() - timedelta(hours=1), 60, 86400) == "claimed"
     status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
     assert status == 202 and payload["replay"] is False, payload
@@ -220,3 +221,18 @@ def test_two_active_secrets_during_a_rotation_without_a_deployment(
     status, _ = post(stack_info, raw, sign_webhook(_whsec(b"neither-secret"), raw, f"msg_rot_{uuid.uuid4().hex}"))
     assert status == 401
     assert d.orders.get_order(oid).status is OrderStatus.PLACED
+
+
+def test_a_notice_refused_after_its_claim_does_not_block_the_retry(d: Any, stack_info: Any) -> None:
+    """A processing failure (here: an unknown order, 404) releases the claim: the corrected retry is processed."""
+    msg_id = f"msg_retry_{uuid.uuid4().hex[:12]}"
+    missing = f"ord-wh-missing-{uuid.uuid4().hex[:8]}"
+    raw = notice(missing)
+    status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
+    assert status == 404, payload
+    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["state"] == {"S": "released"}
+    oid = placed_order(d)
+    raw = notice(oid)
+    status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
+    assert status == 202 and payload["replay"] is False, payload
+    assert d.orders.get_order(oid).status is OrderStatus.DELIVERED
