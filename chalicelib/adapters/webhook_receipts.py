@@ -1,8 +1,7 @@
 """Webhook receipts in the data table: ``WEBHOOK#<webhook-id> / RECEIPT``, with ``expires_at`` (epoch seconds) for
 DynamoDB's time to live. A receipt is claimed with a conditional put (first arrival wins), holds a lease while the
 webhook is processed, and is marked done afterwards; a claim whose lease ran out (the function died mid-way) can be
-taken over by the sender's retry, so a crash never loses a delivery. A failed processing marks the claim
-``released`` (an update: the functions are granted no DeleteItem on the data table), which the retry claims again."""
+taken over by the sender's retry, so a crash never loses a delivery."""
 
 from __future__ import annotations
 
@@ -36,14 +35,9 @@ class DynamoWebhookReceipts:
                     "received_at": av(now.isoformat()),
                     "expires_at": av(at + keep_seconds),
                 },
-                ConditionExpression="attribute_not_exists(pk) OR #s = :released "
-                "OR (#s = :processing AND lease_until < :now)",
+                ConditionExpression="attribute_not_exists(pk) OR (#s = :processing AND lease_until < :now)",
                 ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={
-                    ":processing": av("processing"),
-                    ":released": av("released"),
-                    ":now": av(at),
-                },
+                ExpressionAttributeValues={":processing": av("processing"), ":now": av(at)},
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
@@ -63,14 +57,16 @@ class DynamoWebhookReceipts:
         )
 
     def release(self, webhook_id: str) -> None:
+        """End the lease at once (no item is ever deleted: no function may delete from the data table), so the
+        sender's retry can claim the id again."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=self._key(webhook_id),
-                UpdateExpression="SET #s = :released REMOVE lease_until",
+                UpdateExpression="SET lease_until = :zero",
                 ConditionExpression="#s = :processing",
                 ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":processing": av("processing"), ":released": av("released")},
+                ExpressionAttributeValues={":processing": av("processing"), ":zero": av(0)},
             )
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":

@@ -19,19 +19,12 @@ from chalicelib.api.schemas import (
     ServiceQualityStored,
     Verdict,
 )
-from chalicelib.api.system import LazyModule
 from chalicelib.bootstrap import deps
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import CustodyIn, EvidenceIn, ServiceQualityIn, VerdictIn
-
-lab = LazyModule("chalicelib.services.lab")  # the lab service (events, custody) loads on the first lab request
+from chalicelib.services import lab
 
 bp = Blueprint(__name__)
-
-
-def _actor(who: Principal) -> Actor:
-    """The authenticated principal as recorded on custody entries (issue 8 item 5)."""
-    return Actor(subject=who.subject, role=who.role.value, lab_id=who.lab_id)
 
 
 @endpoint(
@@ -47,6 +40,11 @@ def _actor(who: Principal) -> Actor:
 def queue(call: Call) -> Reply:
     lab_id = call.params["lab_id"]
     return Reply(200, {"lab_id": lab_id, "samples": lab.queue(deps(), lab_id)})
+
+
+def _actor(who: Principal) -> Actor:
+    """The authenticated principal as recorded on custody entries (issue 8 item 5)."""
+    return Actor(subject=who.subject, role=who.role.value, lab_id=who.lab_id)
 
 
 @endpoint(

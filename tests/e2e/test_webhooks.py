@@ -178,8 +178,8 @@ def test_an_id_being_processed_is_a_409_and_a_dead_claim_is_taken_over(d: Any, s
     assert state(oid, msg_id) == before
     # that arrival died (its lease ran out): the retry takes the claim over and is processed
     assert d.webhook_receipts.claim(msg_id, d.clock.now() - timedelta(hours=1), 60, 86400) == "busy"
-    d.webhook_receipts.release(msg_id)  # that arrival failed and gave its claim up
-    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["state"] == {"S": "released"}
+    d.webhook_receipts.release(msg_id)  # that arrival failed and gave its claim up: its lease ends at once
+    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["lease_until"] == {"N": "0"}
     assert d.webhook_receipts.claim(msg_id, d.clock.now() - timedelta(hours=1), 60, 86400) == "claimed"
     status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
     assert status == 202 and payload["replay"] is False, payload
@@ -230,7 +230,7 @@ def test_a_notice_refused_after_its_claim_does_not_block_the_retry(d: Any, stack
     raw = notice(missing)
     status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
     assert status == 404, payload
-    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["state"] == {"S": "released"}
+    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["lease_until"] == {"N": "0"}  # released, never deleted
     oid = placed_order(d)
     raw = notice(oid)
     status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
