@@ -7,6 +7,10 @@ module wraps the one moto method every execution passes through when it ends
 (``BaseExecutionWorkerCommunication.terminated``) and, after it, delivers the same event to the handler, on a
 thread of its own (as EventBridge would: asynchronously, after the execution has ended). Touches moto internals,
 like the Lambda bridge (moto is pinned).
+
+One fidelity fix on the way: moto's ``stop_execution`` does not interrupt a ``.waitForTaskToken`` wait; the stopped
+execution then ends when the wait times out, reported FAILED. In AWS it ends ABORTED at once. A stopped execution is
+therefore reported (``describe_execution`` and the event) as ABORTED, as in AWS, only later.
 """
 
 from __future__ import annotations
@@ -55,22 +59,31 @@ def status_change_event(execution: Any, status: str) -> dict[str, Any]:
 
 def install(deliver: Deliver) -> None:
     """Deliver a status-change event to ``deliver(event, context)`` for every execution that ends badly."""
-    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 
     if _installed:
         _installed["deliver"] = deliver
         return
     original = BaseExecutionWorkerCommunication.terminated
-    _installed.update(original=original, deliver=deliver, delivered=0, failures=0)
+    original_stop = Execution.stop
+    _installed.update(original=original, original_stop=original_stop, deliver=deliver, delivered=0, failures=0)
+
+    def stop(execution: Any, stop_date: Any, error: Any, cause: Any) -> None:
+        execution.testbuy_stopped = True
+        original_stop(execution, stop_date=stop_date, error=error, cause=cause)
 
     def terminated(comm: Any) -> None:
         original(comm)
+        if getattr(comm.execution, "testbuy_stopped", False):
+            comm.execution.exec_status = ExecutionStatus.ABORTED
         status = getattr(comm.execution.exec_status, "value", str(comm.execution.exec_status))
         if status in STATUSES:
             event = status_change_event(comm.execution, status)
             threading.Thread(target=_deliver, args=(event,), daemon=True, name="sfn-status-change").start()
 
-    setattr(BaseExecutionWorkerCommunication, "terminated", terminated)  # noqa: B010 - the one patch
+    setattr(BaseExecutionWorkerCommunication, "terminated", terminated)  # noqa: B010 - the patches
+    setattr(Execution, "stop", stop)  # noqa: B010
 
 
 def _deliver(event: dict[str, Any]) -> None:
@@ -89,9 +102,12 @@ def stats() -> dict[str, int]:
 
 
 def uninstall() -> None:
-    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+    from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 
     original = _installed.pop("original", None)
     if original is not None:
         setattr(BaseExecutionWorkerCommunication, "terminated", original)  # noqa: B010
+    original_stop = _installed.pop("original_stop", None)
+    if original_stop is not None:
+        setattr(Execution, "stop", original_stop)  # noqa: B010
     _installed.clear()
