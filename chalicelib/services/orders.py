@@ -209,7 +209,7 @@ def record_delivery(d: Deps, notice: DeliveryNotice) -> dict[str, Any]:
         d.orders.mark_delivered(order.order_id, datetime.fromisoformat(str(first["occurred_at"])), d.clock.now())
     if token:
         _resume(d, token, first, "DeliveryFailed")
-    return {"order_id": order.order_id, "accepted": True, "first": first == payload}
+    return {"order_id": order.order_id, "accepted": True}
 
 
 def forward_to_lab(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
