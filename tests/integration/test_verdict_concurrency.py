@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain.custody import next_entry, verify_chain
+from chalicelib.domain.custody import Actor, next_entry, verify_chain
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.models import Order, OrderStatus, Verdict, VerdictIn, VerdictKind
 from chalicelib.services import lab
@@ -65,7 +65,9 @@ def race(d: Deps, oid: str, lab_id: str, kinds: list[VerdictKind]) -> list[Any]:
     def post(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = lab.post_verdict(d, oid, lab_id, f"tech-{i}", VerdictIn(verdict=kinds[i]), f"corr-{i}")
+            results[i] = lab.post_verdict(
+                d, oid, lab_id, Actor(f"tech-{i}", "lab", lab_id), VerdictIn(verdict=kinds[i]), f"corr-{i}"
+            )
         except Exception as exc:  # noqa: BLE001 - collected and asserted on below
             results[i] = exc
 
