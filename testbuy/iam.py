@@ -1,0 +1,686 @@
+"""IAM that matches the code: what each Lambda function reaches, derived by reading the source, and the check that the
+packaged template grants exactly that.
+
+The chain, all of it static (``ast``; nothing is imported or run):
+
+1. **Functions.** ``app.py``'s decorators name the Lambda functions: ``@app.lambda_function(name=...)``,
+   ``@app.schedule``/``@app.on_cw_event``/``@app.on_sqs_message``/... (``name=`` or the Python name), and every
+   ``@app.route``/``@bp.route`` (in ``app.py`` and ``chalicelib/api/``) runs in the one ``api_handler``.
+2. **Call graph.** From each entry point, through every module-level function of ``chalicelib`` it refers to
+   (imports followed; ``tasks.run("order_capture", ...)`` resolves to the ``TASKS["order_capture"]`` entry only).
+3. **Ports.** Each ``<anything>.<port>.<method>(...)`` where ``<port>`` is a field of ``Deps`` (``d.ledger.reserve``).
+4. **Adapters.** ``chalicelib/bootstrap.py`` binds each port to an adapter class, the AWS service of the client it gets
+   (``make_client(sess, "dynamodb")``) and the resources it gets (``cfg.ledger_table`` -> ``TESTBUY_LEDGER_TABLE`` ->
+   the ``ledger`` table of ``infra/stack.json``).
+5. **boto3 calls.** Each adapter method's ``self.<client>.<operation>(...)`` calls, through its own helper methods;
+   :data:`IAM_ACTIONS` maps each operation to its IAM actions (``transact_write_items`` to the item kinds the method
+   builds: ``Put``/``Update``/``Delete``/``ConditionCheck``). An operation missing from the table is an error.
+
+:func:`expected_grants` is the result: function -> {(action, resource)}. ``testbuy.packaging`` writes each function's
+role from it; :func:`check_template` reads a packaged template back and reports every difference, and the invariants
+declared in ``infra/stack.json`` (``permissions``): only the declared money-moving functions write the ledger, only the
+declared persona readers may read persona items, nobody may delete from the ledger or the data table.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbuy.infra import ROOT, StackDescription
+
+API_HANDLER = "api_handler"
+API_HANDLER_ID = "APIHandler"
+
+# ------------------------------------------------------------------------------------------------ the mapping table
+
+#: (service, client method) -> IAM actions. Complete for the calls the adapters make; extend it with each new call
+#: (the check fails on an operation it does not know, naming it).
+IAM_ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("dynamodb", "get_item"): ("dynamodb:GetItem",),
+    ("dynamodb", "batch_get_item"): ("dynamodb:BatchGetItem",),
+    ("dynamodb", "transact_get_items"): ("dynamodb:GetItem",),
+    ("dynamodb", "query"): ("dynamodb:Query",),
+    ("dynamodb", "scan"): ("dynamodb:Scan",),
+    ("dynamodb", "put_item"): ("dynamodb:PutItem",),
+    ("dynamodb", "update_item"): ("dynamodb:UpdateItem",),
+    ("dynamodb", "delete_item"): ("dynamodb:DeleteItem",),
+    ("dynamodb", "batch_write_item"): ("dynamodb:BatchWriteItem",),
+    # Authorised per item: see TRANSACT_ITEM_ACTIONS (the operation itself has no IAM action of its own).
+    ("dynamodb", "transact_write_items"): (),
+    ("events", "put_events"): ("events:PutEvents",),
+    ("stepfunctions", "start_execution"): ("states:StartExecution",),
+    ("stepfunctions", "send_task_success"): ("states:SendTaskSuccess",),
+    ("stepfunctions", "send_task_failure"): ("states:SendTaskFailure",),
+    ("stepfunctions", "send_task_heartbeat"): ("states:SendTaskHeartbeat",),
+    ("stepfunctions", "describe_execution"): ("states:DescribeExecution",),
+    ("stepfunctions", "stop_execution"): ("states:StopExecution",),
+    ("stepfunctions", "list_executions"): ("states:ListExecutions",),
+    ("s3", "put_object"): ("s3:PutObject",),
+    ("s3", "get_object"): ("s3:GetObject",),
+    ("s3", "head_object"): ("s3:GetObject",),
+    ("secretsmanager", "get_secret_value"): ("secretsmanager:GetSecretValue",),
+    ("secretsmanager", "describe_secret"): ("secretsmanager:DescribeSecret",),
+    ("kms", "generate_mac"): ("kms:GenerateMac",),
+    ("kms", "verify_mac"): ("kms:VerifyMac",),
+    ("kms", "sign"): ("kms:Sign",),
+    ("kms", "verify"): ("kms:Verify",),
+    ("sqs", "send_message"): ("sqs:SendMessage",),
+}
+#: ``TransactItems`` entry kind -> the IAM action DynamoDB authorises it with.
+TRANSACT_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+#: Actions that write a DynamoDB table.
+DDB_WRITES = frozenset(
+    {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:ConditionCheckItem",
+    }
+)
+#: Actions that return item contents (denied on persona items to every function that is not a declared reader).
+DDB_READS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan")
+#: Actions whose resource is "*" because the API supports no resource-level permission.
+UNSCOPED = frozenset({"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"})
+#: Actions that read from an index as well as the table.
+INDEXED = frozenset({"dynamodb:Query", "dynamodb:Scan"})
+#: What every function gets besides its code's reach: its logs and its X-Ray segments.
+BASELINE = (
+    ("logs:CreateLogStream", "logs"),
+    ("logs:PutLogEvents", "logs"),
+    ("xray:PutTraceSegments", "*"),
+    ("xray:PutTelemetryRecords", "*"),
+)
+
+Grant = tuple[str, str]  # (action, resource key): "table:ledger", "table:ledger/index", "bus", "machine:order", ...
+
+
+# ------------------------------------------------------------------------------------------------ source reading
+
+
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _module_name(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _const_str(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+@dataclass
+class _Node:
+    """A module-level function (or a dispatch-table entry) and what its body refers to."""
+
+    name: str
+    refs: set[str] = field(default_factory=set)
+    ports: set[tuple[str, str]] = field(default_factory=set)
+    secrets: bool = False
+
+
+@dataclass
+class CodeGraph:
+    nodes: dict[str, _Node]
+    entry_points: dict[str, list[str]]  # Lambda function name -> node names
+
+    def reach(self, function: str) -> set[tuple[str, str]]:
+        return set().union(*(self.nodes[n].ports for n in self.closure(function))) if function else set()
+
+    def closure(self, function: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self.entry_points[function])
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in self.nodes:
+                continue
+            seen.add(name)
+            todo.extend(self.nodes[name].refs)
+        return seen
+
+    def reads_secrets(self, function: str) -> bool:
+        return any(self.nodes[n].secrets for n in self.closure(function))
+
+
+_EVENT_DECORATORS = {
+    "lambda_function",
+    "schedule",
+    "on_cw_event",
+    "on_sqs_message",
+    "on_sns_message",
+    "on_s3_event",
+    "on_dynamodb_record",
+    "on_kinesis_record",
+}
+#: Calls that read a secret outside the adapters (powertools parameters or a raw client).
+_SECRET_CALLS = {"get_secret", "get_secret_value"}
+
+
+def _ports(root: Path) -> set[str]:
+    """``Deps`` fields whose type is a protocol from ``chalicelib/ports.py``."""
+    protocols = {n.name for n in _parse(root / "chalicelib" / "ports.py").body if isinstance(n, ast.ClassDef)}
+    deps = _parse(root / "chalicelib" / "services" / "deps.py")
+    found = set()
+    for cls in (n for n in deps.body if isinstance(n, ast.ClassDef) and n.name == "Deps"):
+        for stmt in cls.body:
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(stmt.annotation, ast.Name)
+                and stmt.annotation.id in protocols
+            ):
+                found.add(stmt.target.id)
+    return found
+
+
+def build_graph(root: Path = ROOT) -> CodeGraph:
+    files = [*sorted((root / "chalicelib").rglob("*.py")), root / "app.py"]
+    modules = {_module_name(p, root): _parse(p) for p in files}
+    ports = _ports(root)
+    functions: dict[str, set[str]] = {
+        mod: {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        for mod, tree in modules.items()
+    }
+    tables: dict[str, dict[str, ast.expr]] = {}  # "mod.TASKS" -> key -> value expression
+    for mod, tree in modules.items():
+        for stmt in tree.body:
+            target, value = None, None
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+                target, value = stmt.targets[0], stmt.value
+            elif isinstance(stmt, ast.AnnAssign):
+                target, value = stmt.target, stmt.value
+            if isinstance(target, ast.Name) and isinstance(value, ast.Dict) and value.keys:
+                keys = [_const_str(k) for k in value.keys]
+                if all(k is not None for k in keys):
+                    tables[f"{mod}.{target.id}"] = {str(k): v for k, v in zip(keys, value.values, strict=True)}
+
+    nodes: dict[str, _Node] = {}
+    dispatchers: dict[str, tuple[str, int]] = {}  # function -> (table, index of the argument that selects the entry)
+
+    def imports(tree: ast.Module) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for stmt in ast.walk(tree):
+            if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
+                for alias in stmt.names:
+                    names[alias.asname or alias.name] = f"{stmt.module}.{alias.name}"
+            elif isinstance(stmt, ast.Import):
+                for alias in stmt.names:
+                    names[alias.asname or alias.name.split(".")[0]] = alias.name
+        return names
+
+    def resolve(mod: str, names: Mapping[str, str], node: ast.expr) -> str | None:
+        """The dotted name of the module-level function or dispatch table ``node`` denotes, if any."""
+        if isinstance(node, ast.Name):
+            if node.id in functions.get(mod, ()) or f"{mod}.{node.id}" in tables:
+                return f"{mod}.{node.id}"
+            return names.get(node.id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            base = names.get(node.value.id)
+            if base is not None:
+                return f"{base}.{node.attr}"
+        return None
+
+    def known(target: str | None) -> bool:
+        if target is None:
+            return False
+        mod, _, name = target.rpartition(".")
+        return name in functions.get(mod, ()) or target in tables
+
+    def scan(node_name: str, mod: str, names: Mapping[str, str], body: Iterable[ast.AST], params: list[str]) -> _Node:
+        out = _Node(node_name)
+        selected: set[int] = set()
+        for sub in (n for b in body for n in ast.walk(b)):
+            if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Name) and sub.slice.id in params:
+                table = resolve(mod, names, sub.value)
+                if table in tables:
+                    dispatchers[node_name] = (table, params.index(sub.slice.id))
+                    selected.add(id(sub.value))
+        for sub in (n for b in body for n in ast.walk(b)):
+            if isinstance(sub, ast.Name | ast.Attribute) and id(sub) not in selected:
+                target = resolve(mod, names, sub)
+                if known(target):
+                    out.refs.add(str(target))
+            if isinstance(sub, ast.Call):
+                func = sub.func
+                if (
+                    isinstance(func, ast.Attribute)
+                    and isinstance(func.value, ast.Attribute)
+                    and func.value.attr in ports
+                ):
+                    out.ports.add((func.value.attr, func.attr))
+                fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if fname in _SECRET_CALLS:
+                    out.secrets = True
+        return out
+
+    calls: list[tuple[str, str, ast.Call, str, Mapping[str, str]]] = []
+    for mod, tree in modules.items():
+        names = imports(tree)
+        for stmt in tree.body:
+            if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                qual = f"{mod}.{stmt.name}"
+                params = [a.arg for a in stmt.args.args]
+                nodes[qual] = scan(qual, mod, names, stmt.body, params)
+                calls += [(qual, mod, c, "", names) for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+        for table, entries in tables.items():
+            if table.rpartition(".")[0] == mod:
+                nodes[table] = _Node(table, refs={f"{table}[{k}]" for k in entries})
+                for key, value in entries.items():
+                    nodes[f"{table}[{key}]"] = scan(f"{table}[{key}]", mod, names, [value], [])
+    # Calls with a literal key to a dispatcher reach that entry only.
+    for caller, caller_mod, call, _, caller_names in calls:
+        callee = resolve(caller_mod, caller_names, call.func)
+        if callee is not None and callee in dispatchers:
+            dispatch_table, index = dispatchers[callee]
+            literal = _const_str(call.args[index]) if index < len(call.args) else None
+            entry = f"{dispatch_table}[{literal}]" if literal in tables[dispatch_table] else dispatch_table
+            nodes[caller].refs.add(entry)
+
+    entry_points: dict[str, list[str]] = {API_HANDLER: []}
+    for mod, tree in modules.items():
+        for stmt in tree.body:
+            if not isinstance(stmt, ast.FunctionDef):
+                continue
+            for deco in stmt.decorator_list:
+                if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)):
+                    continue
+                kind = deco.func.attr
+                if kind == "route":
+                    entry_points[API_HANDLER].append(f"{mod}.{stmt.name}")
+                elif kind in _EVENT_DECORATORS and mod == "app":
+                    name = next((_const_str(k.value) for k in deco.keywords if k.arg == "name"), None)
+                    entry_points.setdefault(name or stmt.name, []).append(f"{mod}.{stmt.name}")
+    return CodeGraph(nodes, entry_points)
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A port as ``bootstrap.build`` wires it."""
+
+    port: str
+    adapter: str  # class name
+    service: str | None  # AWS service of its client, None for adapters without one
+    resources: tuple[str, ...]  # resource keys: "table:data", "bus", "bucket", "machine:round", "secret:webhook"
+
+
+def _resource_keys(desc: StackDescription, root: Path) -> dict[str, str]:
+    """Settings field -> resource key, through the environment variable both name (``chalicelib/config.py``)."""
+    by_env: dict[str, str] = {}
+    for key, spec in desc.tables.items():
+        by_env[spec["env"]] = f"table:{key}"
+    by_env[desc.raw["bucket"]["env"]] = "bucket"
+    by_env[desc.raw["bus"]["env"]] = "bus"
+    for key, spec in desc.raw["state_machines"].items():
+        by_env[spec["env"]] = f"machine:{key}"
+    for key, spec in desc.raw.get("secrets", {}).items():
+        by_env[spec["env"]] = f"secret:{key}"
+    config = _parse(root / "chalicelib" / "config.py")
+    fields: dict[str, str] = {}
+    for stmt in config.body:
+        if isinstance(stmt, ast.Assign) and getattr(stmt.targets[0], "id", "") == "_ENV":
+            mapping = ast.literal_eval(stmt.value)
+            fields = {f: by_env[env] for f, env in mapping.items() if env in by_env}
+    return fields
+
+
+def bindings(root: Path = ROOT, desc: StackDescription | None = None) -> dict[str, Binding]:
+    desc = desc or StackDescription.load("prod", root)
+    fields = _resource_keys(desc, root)
+    tree = _parse(root / "chalicelib" / "bootstrap.py")
+    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build")
+    clients: dict[str, str] = {}
+    instances: dict[str, Binding] = {}
+
+    def client_of(expr: ast.expr) -> str | None:
+        if isinstance(expr, ast.Name):
+            return clients.get(expr.id)
+        if isinstance(expr, ast.Call) and len(expr.args) >= 2 and getattr(expr.func, "id", "") == "make_client":
+            return _const_str(expr.args[1])
+        return None
+
+    def adapter_of(expr: ast.expr, port: str) -> Binding | None:
+        if isinstance(expr, ast.Name) and expr.id in instances:
+            b = instances[expr.id]
+            return Binding(port, b.adapter, b.service, b.resources)
+        if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)):
+            return None
+        service = next((s for s in map(client_of, [*expr.args, *(k.value for k in expr.keywords)]) if s), None)
+        used = sorted(
+            {
+                fields[a.attr]
+                for arg in [*expr.args, *(k.value for k in expr.keywords)]
+                for a in ast.walk(arg)
+                if isinstance(a, ast.Attribute) and a.attr in fields
+            }
+        )
+        return Binding(port, expr.func.id, service, tuple(used))
+
+    for stmt in ast.walk(build):
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            var = stmt.targets[0].id
+            service = client_of(stmt.value)
+            if service:
+                clients[var] = service
+            else:
+                found = adapter_of(stmt.value, var)
+                if found is not None:
+                    instances[var] = found
+    result: dict[str, Binding] = {}
+    for call in (n for n in ast.walk(build) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Deps"):
+        for kw in call.keywords:
+            if kw.arg is not None:
+                found = adapter_of(kw.value, kw.arg)
+                if found is not None:
+                    result[kw.arg] = found
+    return result
+
+
+@dataclass
+class _Method:
+    ops: set[str] = field(default_factory=set)
+    kinds: set[str] = field(default_factory=set)  # dict keys naming transaction/batch item kinds
+    calls: set[str] = field(default_factory=set)
+
+
+def adapter_methods(root: Path = ROOT) -> dict[str, dict[str, tuple[set[str], set[str]]]]:
+    """Adapter class -> method -> (boto3 operations, item kinds), each through the class's own helper methods."""
+    result: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
+    for path in sorted((root / "chalicelib" / "adapters").glob("*.py")):
+        for cls in (n for n in _parse(path).body if isinstance(n, ast.ClassDef)):
+            methods = {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
+            init = methods.get("__init__")
+            client_attrs: set[str] = set()
+            if init is not None:
+                params = [a.arg for a in init.args.args[1:]]
+                for st in ast.walk(init):
+                    if (
+                        isinstance(st, ast.Assign)
+                        and isinstance(st.value, ast.Name)
+                        and st.value.id in params
+                        and st.value.id.endswith("client")
+                    ):
+                        for t in st.targets:
+                            if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self":
+                                client_attrs.add(t.attr)
+            raw: dict[str, _Method] = {}
+            for name, fn in methods.items():
+                m = _Method()
+                for sub in ast.walk(fn):
+                    if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
+                        owner = sub.func.value
+                        if isinstance(owner, ast.Attribute) and getattr(owner.value, "id", "") == "self":
+                            if owner.attr in client_attrs:
+                                m.ops.add(sub.func.attr)
+                        elif isinstance(owner, ast.Name) and owner.id == "self" and sub.func.attr in methods:
+                            m.calls.add(sub.func.attr)
+                    if isinstance(sub, ast.Dict):
+                        m.kinds |= {
+                            k
+                            for k in map(_const_str, sub.keys)
+                            if k in TRANSACT_ITEM_ACTIONS or k in ("PutRequest", "DeleteRequest", "IndexName")
+                        }
+                    if isinstance(sub, ast.keyword) and sub.arg == "IndexName":
+                        m.kinds.add("IndexName")
+                raw[name] = m
+            closed: dict[str, tuple[set[str], set[str]]] = {}
+            for name in methods:
+                ops: set[str] = set()
+                kinds: set[str] = set()
+                seen: set[str] = set()
+                todo = [name]
+                while todo:
+                    cur = todo.pop()
+                    if cur in seen:
+                        continue
+                    seen.add(cur)
+                    ops |= raw[cur].ops
+                    kinds |= raw[cur].kinds
+                    todo.extend(raw[cur].calls)
+                closed[name] = (ops, kinds)
+            result[cls.name] = closed
+    return result
+
+
+class IamCheckError(RuntimeError):
+    """The code makes a call the mapping cannot place; the message says what to add where."""
+
+
+def operation_actions(service: str, operation: str, kinds: set[str]) -> set[str]:
+    try:
+        actions = set(IAM_ACTIONS[(service, operation)])
+    except KeyError:
+        raise IamCheckError(
+            f"{service}.{operation} has no entry in testbuy.iam.IAM_ACTIONS: add its IAM action(s)"
+        ) from None
+    if (service, operation) == ("dynamodb", "transact_write_items"):
+        actions |= {TRANSACT_ITEM_ACTIONS[k] for k in kinds if k in TRANSACT_ITEM_ACTIONS}
+    return actions
+
+
+# ------------------------------------------------------------------------------------------------ expected grants
+
+
+@dataclass
+class Reach:
+    """What one Lambda function's code reaches."""
+
+    function: str
+    port_calls: set[tuple[str, str]]
+    grants: set[Grant]
+    #: (action, resource) -> a port call that needs it, for messages
+    why: dict[Grant, str]
+    deletes: set[str]  # resources a DeleteItem / DeleteRequest reaches
+    reads_secrets: bool
+
+
+def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> dict[str, Reach]:
+    desc = desc or StackDescription.load("prod", root)
+    graph = build_graph(root)
+    binds = bindings(root, desc)
+    methods = adapter_methods(root)
+    out: dict[str, Reach] = {}
+    for function in graph.entry_points:
+        calls = graph.reach(function)
+        reach = Reach(function, calls, set(), {}, set(), graph.reads_secrets(function))
+        for port, method in sorted(calls):
+            bind = binds.get(port)
+            if bind is None:
+                raise IamCheckError(f"{function} uses port {port!r}, which chalicelib/bootstrap.py does not wire")
+            if bind.service is None:
+                continue
+            ops, kinds = methods.get(bind.adapter, {}).get(method, (set(), set()))
+            for op in sorted(ops):
+                for action in sorted(operation_actions(bind.service, op, kinds)):
+                    targets = ["*"] if action in UNSCOPED else list(bind.resources)
+                    for res in targets:
+                        grant = (action, res)
+                        reach.grants.add(grant)
+                        reach.why.setdefault(grant, f"{port}.{method} -> {bind.adapter}.{method} -> {op}")
+                        indexed = action in INDEXED and "IndexName" in kinds and res.startswith("table:")
+                        if indexed and desc.tables[res.removeprefix("table:")]["indexes"]:
+                            reach.grants.add((action, f"{res}/index"))
+                deleting = op == "delete_item" or (
+                    bool(kinds & {"DeleteRequest", "Delete"}) and op in ("batch_write_item", "transact_write_items")
+                )
+                if deleting:
+                    reach.deletes.update(bind.resources)
+        out[function] = reach
+    return out
+
+
+def permissions(desc: StackDescription) -> dict[str, Any]:
+    return dict(desc.raw.get("permissions", {}))
+
+
+def expected_grants(root: Path = ROOT, desc: StackDescription | None = None) -> dict[str, set[Grant]]:
+    """Lambda function name -> every (action, resource) its role must allow, nothing more."""
+    desc = desc or StackDescription.load("prod", root)
+    secrets = desc.raw.get("secrets", {})
+    out: dict[str, set[Grant]] = {}
+    for name, reach in function_reach(root, desc).items():
+        grants = set(reach.grants) | set(BASELINE)
+        for key, spec in secrets.items():
+            if name in spec.get("readers", ()):
+                grants.add(("secretsmanager:GetSecretValue", f"secret:{key}"))
+        out[name] = grants
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ template check
+
+
+def _resource_key(expr: Any, desc: StackDescription) -> str:
+    """A policy ``Resource`` as written by ``testbuy.packaging.render_function_policy`` -> its resource key."""
+    from testbuy import packaging as p
+
+    ids = {p.table_id(k): f"table:{k}" for k in desc.tables}
+    ids |= {p.BUCKET_ID: "bucket", p.BUS_ID: "bus"}
+    ids |= {p.state_machine_id(k): f"machine:{k}" for k in desc.raw["state_machines"]}
+    ids |= {p.secret_id(k): f"secret:{k}" for k in desc.raw.get("secrets", {})}
+    ids |= {p.ASYNC_DLQ_ID: "dlq:async"}
+    if expr == "*":
+        return "*"
+    if isinstance(expr, dict) and "Fn::GetAtt" in expr:
+        return ids.get(expr["Fn::GetAtt"][0], json.dumps(expr))
+    if isinstance(expr, dict) and "Ref" in expr:
+        return ids.get(expr["Ref"], json.dumps(expr))
+    if isinstance(expr, dict) and "Fn::Sub" in expr:
+        text = expr["Fn::Sub"]
+        for logical, key in ids.items():
+            if text == f"${{{logical}.Arn}}/index/*":
+                return f"{key}/index"
+            if text == f"${{{logical}.Arn}}/*":
+                return f"{key}/objects"
+        if ":log-group:/aws/lambda/" in text:
+            return "logs"
+        if ":stateMachine:" in text:
+            for key, spec in desc.raw["state_machines"].items():
+                if text.endswith(":stateMachine:" + desc.name(spec["name"])):
+                    return f"machine:{key}"
+    return json.dumps(expr, sort_keys=True)
+
+
+def granted(template: Mapping[str, Any], desc: StackDescription) -> dict[str, dict[str, set[Grant]]]:
+    """Function logical id -> {"Allow": grants, "Deny": grants} from its role's inline policies."""
+    resources = template["Resources"]
+    out: dict[str, dict[str, set[Grant]]] = {}
+    for fid, res in resources.items():
+        if res["Type"] not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            continue
+        role_ref = res["Properties"].get("Role")
+        effect: dict[str, set[Grant]] = {"Allow": set(), "Deny": set()}
+        if isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref:
+            role = resources[role_ref["Fn::GetAtt"][0]]["Properties"]
+            for policy in role.get("Policies", []):
+                for st in policy["PolicyDocument"]["Statement"]:
+                    actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+                    targets = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                    kind = st["Effect"] if "Condition" not in st else f"{st['Effect']}If"
+                    effect.setdefault(kind, set())
+                    for a in actions:
+                        for r in targets:
+                            effect[kind].add((a, _resource_key(r, desc)))
+            if role.get("ManagedPolicyArns"):
+                effect["Allow"].add(("managed-policies", json.dumps(role["ManagedPolicyArns"])))
+        else:
+            effect["Allow"].add(("unknown-role", json.dumps(role_ref)))
+        out[fid] = effect
+    return out
+
+
+def _normalise(grants: Iterable[Grant]) -> set[Grant]:
+    """S3 object actions are granted on ``bucket/*``: compare them as such."""
+    return {(a, f"{r}/objects" if r == "bucket" and a.startswith("s3:") else r) for a, r in grants}
+
+
+def check_template(template: Mapping[str, Any], root: Path = ROOT, stage: str = "prod") -> list[str]:
+    """Every way the template's function roles differ from what the code reaches, and every broken invariant."""
+    from testbuy.packaging import chalice_logical_id
+
+    desc = StackDescription.load(stage, root)
+    perms = permissions(desc)
+    reach = function_reach(root, desc)
+    expected = expected_grants(root, desc)
+    roles = granted(template, desc)
+    problems: list[str] = []
+    ids = {API_HANDLER_ID if n == API_HANDLER else chalice_logical_id(n): n for n in reach}
+    for fid in sorted(set(roles) - set(ids)):
+        problems.append(f"{fid}: a function in the template that no decorator in app.py declares")
+    async_functions = {f for f, r in template["Resources"].items() if _is_async(r)}
+    for fid, name in sorted(ids.items()):
+        if fid not in roles:
+            problems.append(f"{name}: declared in app.py but missing from the template")
+            continue
+        want = _normalise(expected[name])
+        if fid in async_functions:
+            want.add(("sqs:SendMessage", "dlq:async"))
+        have = _normalise(roles[fid]["Allow"])
+        for action, res in sorted(want - have):
+            via = reach[name].why.get((action, res.removesuffix("/objects")), "baseline")
+            problems.append(f"{name}: code reaches {action} on {res} ({via}) but its role does not grant it")
+        for action, res in sorted(have - want):
+            problems.append(f"{name}: role grants {action} on {res}, which its code never reaches")
+        # --- invariants (declared in infra/stack.json "permissions") ---
+        ledger_writes = {a for a, r in want | have if r == "table:ledger" and a in DDB_WRITES}
+        if ledger_writes and name not in perms.get("money_moving", []):
+            problems.append(
+                f"{name}: writes the ledger ({', '.join(sorted(ledger_writes))}) but is not declared money-moving "
+                "in infra/stack.json permissions.money_moving"
+            )
+        for table in perms.get("no_delete_tables", []):
+            if ("dynamodb:DeleteItem", f"table:{table}") in have or f"table:{table}" in reach[name].deletes:
+                problems.append(f"{name}: may delete items from the {table} table")
+            if ("dynamodb:DeleteItem", f"table:{table}") not in roles[fid].get("Deny", set()):
+                problems.append(f"{name}: its role lacks the explicit Deny of dynamodb:DeleteItem on the {table} table")
+        for table in perms.get("no_batch_write_tables", []):
+            if ("dynamodb:BatchWriteItem", f"table:{table}") in have:
+                problems.append(f"{name}: BatchWriteItem on the {table} table can delete items")
+            if ("dynamodb:BatchWriteItem", f"table:{table}") not in roles[fid].get("Deny", set()):
+                problems.append(f"{name}: its role lacks the explicit Deny of dynamodb:BatchWriteItem on {table}")
+        personas = perms.get("persona_items", {})
+        if personas:
+            readers = set(personas.get("readers", []))
+            reads = {m for p, m in reach[name].port_calls if p == "personas"} - set(personas.get("write_only", []))
+            if reads and name not in readers:
+                problems.append(
+                    f"{name}: reads persona items ({', '.join(sorted(reads))}) but is not a declared persona reader"
+                )
+            denied = roles[fid].get("DenyIf", set())
+            if name not in readers and not {(a, f"table:{personas['table']}") for a in DDB_READS} <= denied:
+                problems.append(f"{name}: its role does not deny reading persona items")
+        for key, spec in desc.raw.get("secrets", {}).items():
+            if reach[name].reads_secrets and name not in spec.get("readers", []):
+                problems.append(f"{name}: reads a secret but is not a declared reader of secret {key}")
+    return problems
+
+
+def _is_async(resource: Mapping[str, Any]) -> bool:
+    events = resource.get("Properties", {}).get("Events", {}) or {}
+    return any(e.get("Type") in ASYNC_EVENT_TYPES for e in events.values())
+
+
+#: SAM event sources that invoke a function asynchronously (its failures go to its DeadLetterQueue).
+ASYNC_EVENT_TYPES = frozenset({"Schedule", "CloudWatchEvent", "EventBridgeRule", "SNS", "S3"})
+
+
+def coverage(root: Path = ROOT) -> dict[str, list[str]]:
+    """Function -> sorted ``action resource`` lines (``python -m testbuy.checks iam --show``)."""
+    return {f: sorted(f"{a} {r}" for a, r in g) for f, g in sorted(expected_grants(root).items())}
