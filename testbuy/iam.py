@@ -171,11 +171,15 @@ _EVENT_DECORATORS = {
 _SECRET_CALLS = {"get_secret", "get_secret_value"}
 
 
-def _ports(root: Path) -> set[str]:
-    """``Deps`` fields whose type is a protocol from ``chalicelib/ports.py``."""
-    protocols = {n.name for n in _parse(root / "chalicelib" / "ports.py").body if isinstance(n, ast.ClassDef)}
+def _ports(root: Path) -> dict[str, set[str]]:
+    """``Deps`` field -> the methods of its protocol in ``chalicelib/ports.py``."""
+    protocols = {
+        n.name: {m.name for m in n.body if isinstance(m, ast.FunctionDef)}
+        for n in _parse(root / "chalicelib" / "ports.py").body
+        if isinstance(n, ast.ClassDef)
+    }
     deps = _parse(root / "chalicelib" / "services" / "deps.py")
-    found = set()
+    found: dict[str, set[str]] = {}
     for cls in (n for n in deps.body if isinstance(n, ast.ClassDef) and n.name == "Deps"):
         for stmt in cls.body:
             if (
@@ -184,8 +188,16 @@ def _ports(root: Path) -> set[str]:
                 and isinstance(stmt.annotation, ast.Name)
                 and stmt.annotation.id in protocols
             ):
-                found.add(stmt.target.id)
+                found[stmt.target.id] = protocols[stmt.annotation.id]
     return found
+
+
+def _is_deps(node: ast.expr) -> bool:
+    """``d``/``deps``/``self.deps`` or a ``deps()`` call: what holds the ports in services and handlers."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
+    return name in ("d", "deps", "_deps")
 
 
 def build_graph(root: Path = ROOT) -> CodeGraph:
@@ -244,6 +256,8 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
     def scan(node_name: str, mod: str, names: Mapping[str, str], body: Iterable[ast.AST], params: list[str]) -> _Node:
         out = _Node(node_name)
         selected: set[int] = set()
+        method_bases: set[int] = set()
+        port_refs: list[ast.Attribute] = []
         for sub in (n for b in body for n in ast.walk(b)):
             if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Name) and sub.slice.id in params:
                 table = resolve(mod, names, sub.value)
@@ -255,17 +269,26 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
                 target = resolve(mod, names, sub)
                 if known(target):
                     out.refs.add(str(target))
+            if (
+                isinstance(sub, ast.Attribute)
+                and isinstance(sub.value, ast.Attribute)
+                and sub.value.attr in ports
+                and sub.attr in ports[sub.value.attr]
+            ):
+                # d.ledger.reserve(...), or the bound method passed on: the port method is used.
+                out.ports.add((sub.value.attr, sub.attr))
+                method_bases.add(id(sub.value))
+            if isinstance(sub, ast.Attribute) and sub.attr in ports:
+                port_refs.append(sub)
             if isinstance(sub, ast.Call):
                 func = sub.func
-                if (
-                    isinstance(func, ast.Attribute)
-                    and isinstance(func.value, ast.Attribute)
-                    and func.value.attr in ports
-                ):
-                    out.ports.add((func.value.attr, func.attr))
                 fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 if fname in _SECRET_CALLS:
                     out.secrets = True
+        for ref in port_refs:
+            if id(ref) not in method_bases and _is_deps(ref.value):
+                # The port object itself escapes (aliased or passed on): assume every method of it is used.
+                out.ports |= {(ref.attr, m) for m in ports[ref.attr]}
         return out
 
     calls: list[tuple[str, str, ast.Call, str, Mapping[str, str]]] = []
@@ -352,7 +375,9 @@ def bindings(root: Path = ROOT, desc: StackDescription | None = None) -> dict[st
     def client_of(expr: ast.expr) -> str | None:
         if isinstance(expr, ast.Name):
             return clients.get(expr.id)
-        if isinstance(expr, ast.Call) and len(expr.args) >= 2 and getattr(expr.func, "id", "") == "make_client":
+        func = expr.func if isinstance(expr, ast.Call) else None
+        fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if isinstance(expr, ast.Call) and len(expr.args) >= 2 and fname == "make_client":
             return _const_str(expr.args[1])
         return None
 
@@ -400,62 +425,121 @@ class _Method:
     calls: set[str] = field(default_factory=set)
 
 
-def adapter_methods(root: Path = ROOT) -> dict[str, dict[str, tuple[set[str], set[str]]]]:
-    """Adapter class -> method -> (boto3 operations, item kinds), each through the class's own helper methods."""
-    result: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
-    for path in sorted((root / "chalicelib" / "adapters").glob("*.py")):
-        for cls in (n for n in _parse(path).body if isinstance(n, ast.ClassDef)):
-            methods = {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
-            init = methods.get("__init__")
-            client_attrs: set[str] = set()
-            if init is not None:
-                params = [a.arg for a in init.args.args[1:]]
+def _adapter_classes(root: Path) -> dict[str, ast.ClassDef]:
+    return {
+        n.name: n
+        for path in sorted((root / "chalicelib" / "adapters").glob("*.py"))
+        for n in _parse(path).body
+        if isinstance(n, ast.ClassDef)
+    }
+
+
+def _class_chain(name: str, classes: Mapping[str, ast.ClassDef]) -> list[ast.ClassDef]:
+    """The class and its adapter base classes, most derived first (single-inheritance order; enough here)."""
+    chain: list[ast.ClassDef] = []
+    todo = [name]
+    while todo:
+        cur = classes.get(todo.pop(0))
+        if cur is None or cur in chain:
+            continue
+        chain.append(cur)
+        todo.extend(b.id for b in cur.bases if isinstance(b, ast.Name))
+    return chain
+
+
+def adapter_clients(root: Path = ROOT) -> dict[str, set[str]]:
+    """Adapter class -> the ``self`` attributes holding its boto3 client (assigned from a ``*client`` parameter of an
+    ``__init__`` in the class or its adapter bases)."""
+    classes = _adapter_classes(root)
+    out: dict[str, set[str]] = {}
+    for name in classes:
+        attrs: set[str] = set()
+        for cls in _class_chain(name, classes):
+            for init in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"):
+                params = {a.arg for a in init.args.args[1:] if a.arg.endswith("client")}
                 for st in ast.walk(init):
-                    if (
-                        isinstance(st, ast.Assign)
-                        and isinstance(st.value, ast.Name)
-                        and st.value.id in params
-                        and st.value.id.endswith("client")
-                    ):
-                        for t in st.targets:
-                            if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self":
-                                client_attrs.add(t.attr)
-            raw: dict[str, _Method] = {}
-            for name, fn in methods.items():
-                m = _Method()
-                for sub in ast.walk(fn):
-                    if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
-                        owner = sub.func.value
-                        if isinstance(owner, ast.Attribute) and getattr(owner.value, "id", "") == "self":
-                            if owner.attr in client_attrs:
-                                m.ops.add(sub.func.attr)
-                        elif isinstance(owner, ast.Name) and owner.id == "self" and sub.func.attr in methods:
-                            m.calls.add(sub.func.attr)
-                    if isinstance(sub, ast.Dict):
-                        m.kinds |= {
-                            k
-                            for k in map(_const_str, sub.keys)
-                            if k in TRANSACT_ITEM_ACTIONS or k in ("PutRequest", "DeleteRequest", "IndexName")
+                    if isinstance(st, ast.Assign) and isinstance(st.value, ast.Name) and st.value.id in params:
+                        attrs |= {
+                            t.attr
+                            for t in st.targets
+                            if isinstance(t, ast.Attribute) and getattr(t.value, "id", "") == "self"
                         }
-                    if isinstance(sub, ast.keyword) and sub.arg == "IndexName":
-                        m.kinds.add("IndexName")
-                raw[name] = m
-            closed: dict[str, tuple[set[str], set[str]]] = {}
-            for name in methods:
-                ops: set[str] = set()
-                kinds: set[str] = set()
-                seen: set[str] = set()
-                todo = [name]
-                while todo:
-                    cur = todo.pop()
-                    if cur in seen:
-                        continue
-                    seen.add(cur)
-                    ops |= raw[cur].ops
-                    kinds |= raw[cur].kinds
-                    todo.extend(raw[cur].calls)
-                closed[name] = (ops, kinds)
-            result[cls.name] = closed
+        out[name] = attrs
+    return out
+
+
+def _snake(op: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in op).lstrip("_")
+
+
+def adapter_methods(
+    root: Path = ROOT, only: Iterable[str] | None = None
+) -> dict[str, dict[str, tuple[set[str], set[str]]]]:
+    """Adapter class -> method -> (boto3 operations, item kinds), through the helper methods of the class and its
+    adapter bases. The client passed anywhere but to one of its own methods is an error (the calls behind it could
+    not be seen)."""
+    classes = _adapter_classes(root)
+    clients = adapter_clients(root)
+    result: dict[str, dict[str, tuple[set[str], set[str]]]] = {}
+    for cls_name in classes if only is None else [c for c in only if c in classes]:
+        methods: dict[str, ast.FunctionDef] = {}
+        for cls in reversed(_class_chain(cls_name, classes)):
+            methods.update({n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)})
+        client_attrs = clients[cls_name]
+        raw: dict[str, _Method] = {}
+        for name, fn in methods.items():
+            m = _Method()
+            via_attribute: set[int] = set()
+            for sub in ast.walk(fn):
+                if isinstance(sub, ast.Attribute):
+                    via_attribute.add(id(sub.value))
+            for sub in ast.walk(fn):
+                if (
+                    name != "__init__"
+                    and isinstance(sub, ast.Attribute)
+                    and getattr(sub.value, "id", "") == "self"
+                    and sub.attr in client_attrs
+                    and id(sub) not in via_attribute
+                ):
+                    raise IamCheckError(
+                        f"{cls_name}.{name} passes its boto3 client (self.{sub.attr}) on: the IAM check cannot see "
+                        "the calls made with it; call the client in the adapter's own methods"
+                    )
+                if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
+                    owner = sub.func.value
+                    if isinstance(owner, ast.Attribute) and getattr(owner.value, "id", "") == "self":
+                        if owner.attr in client_attrs:
+                            op = sub.func.attr
+                            if op == "get_paginator" and sub.args and _const_str(sub.args[0]):
+                                op = _snake(str(_const_str(sub.args[0])))
+                            m.ops.add(op)
+                    elif isinstance(owner, ast.Name) and owner.id == "self" and sub.func.attr in methods:
+                        m.calls.add(sub.func.attr)
+                if isinstance(sub, ast.Dict):
+                    m.kinds |= {
+                        k
+                        for k in map(_const_str, sub.keys)
+                        if k in TRANSACT_ITEM_ACTIONS or k in ("PutRequest", "DeleteRequest", "IndexName")
+                    }
+                if isinstance(sub, ast.keyword) and sub.arg == "IndexName":
+                    m.kinds.add("IndexName")
+            raw[name] = m
+        closed: dict[str, tuple[set[str], set[str]]] = {}
+        for name in methods:
+            ops: set[str] = set()
+            kinds: set[str] = set()
+            seen: set[str] = set()
+            todo = [name]
+            while todo:
+                cur = todo.pop()
+                if cur in seen:
+                    continue
+                seen.add(cur)
+                ops |= raw[cur].ops
+                kinds |= raw[cur].kinds
+                todo.extend(raw[cur].calls)
+            closed[name] = (ops, kinds)
+        result[cls_name] = closed
     return result
 
 
@@ -495,7 +579,8 @@ def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> d
     desc = desc or StackDescription.load("prod", root)
     graph = build_graph(root)
     binds = bindings(root, desc)
-    methods = adapter_methods(root)
+    methods = adapter_methods(root, {b.adapter for b in binds.values() if b.service is not None})
+    clients = adapter_clients(root)
     out: dict[str, Reach] = {}
     for function in graph.entry_points:
         calls = graph.reach(function)
@@ -506,7 +591,16 @@ def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> d
                 raise IamCheckError(f"{function} uses port {port!r}, which chalicelib/bootstrap.py does not wire")
             if bind.service is None:
                 continue
-            ops, kinds = methods.get(bind.adapter, {}).get(method, (set(), set()))
+            if bind.adapter not in methods:
+                raise IamCheckError(f"{bind.adapter} (port {port}) is not a class in chalicelib/adapters/")
+            if not clients.get(bind.adapter):
+                raise IamCheckError(
+                    f"{bind.adapter} gets a {bind.service} client but no attribute of it is assigned from a "
+                    "constructor parameter named `client`: name it so, or the IAM check cannot follow its calls"
+                )
+            if method not in methods[bind.adapter]:
+                raise IamCheckError(f"{bind.adapter} has no method {method!r} (port {port}); is the binding right?")
+            ops, kinds = methods[bind.adapter][method]
             for op in sorted(ops):
                 for action in sorted(operation_actions(bind.service, op, kinds)):
                     targets = ["*"] if action in UNSCOPED else list(bind.resources)

@@ -136,8 +136,8 @@ def test_no_role_can_delete_from_the_ledger_or_the_data_table(packaged: dict[str
 def test_a_delete_in_an_adapter_is_caught(packaged: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     real = iam.adapter_methods
 
-    def with_delete(root: Any = iam.ROOT) -> Any:
-        methods = real(root)
+    def with_delete(root: Any = iam.ROOT, only: Any = None) -> Any:
+        methods = real(root, only)
         ops, kinds = methods["DynamoLedger"]["release"]
         methods["DynamoLedger"]["release"] = ({*ops, "delete_item"}, kinds)
         return methods
@@ -263,3 +263,77 @@ def test_api_has_tracing_access_logs_and_throttling(packaged: dict[str, Any]) ->
     assert set(json.loads(props["AccessLogSetting"]["Format"])) >= {"requestId", "status", "ip"}
     assert props["MethodSettings"][0]["ThrottlingRateLimit"] > 0
     assert "ApiGatewayAccount" in packaged["Resources"]["RestAPI"]["DependsOn"]
+
+
+def _mini_project(root: Any, adapter_body: str, app_extra: str = "") -> None:
+    """A minimal project in the repository's shape: the analysis reads files only."""
+    (root / "chalicelib" / "services").mkdir(parents=True)
+    (root / "chalicelib" / "adapters").mkdir()
+    (root / "infra").mkdir()
+    stack = {**DESC.raw, "permissions": {"money_moving": ["ledger_job"], "no_delete_tables": ["ledger"]}}
+    (root / "infra" / "stack.json").write_text(json.dumps(stack))
+    (root / "chalicelib" / "ports.py").write_text(
+        "from typing import Protocol\n"
+        "class Ledger(Protocol):\n    def reserve(self) -> None: ...\n    def accounts(self) -> list[str]: ...\n"
+    )
+    (root / "chalicelib" / "services" / "deps.py").write_text(
+        "from dataclasses import dataclass\nfrom chalicelib.ports import Ledger\n"
+        "@dataclass\nclass Deps:\n    ledger: Ledger\n"
+    )
+    (root / "chalicelib" / "config.py").write_text('_ENV = {"ledger_table": "TESTBUY_LEDGER_TABLE"}\n')
+    (root / "chalicelib" / "bootstrap.py").write_text(
+        "def build(cfg, sess):\n"
+        '    ddb = make_client(sess, "dynamodb")\n'
+        "    return Deps(ledger=SplitLedger(ddb, cfg.ledger_table))\n"
+        "def deps():\n    return build(None, None)\n"
+    )
+    (root / "chalicelib" / "adapters" / "ledger.py").write_text(adapter_body)
+    (root / "chalicelib" / "services" / "jobs.py").write_text(
+        "def sweep(d):\n    keep = d.ledger\n    return keep\ndef reserve(d):\n    d.ledger.reserve()\n"
+    )
+    (root / "app.py").write_text(
+        "from chalicelib.bootstrap import deps\nfrom chalicelib.services import jobs\n"
+        '@app.lambda_function(name="reserve_job")\ndef reserve_job(event, context):\n    return jobs.reserve(deps())\n'
+        + app_extra
+    )
+
+
+SPLIT_LEDGER = """
+class _Base:
+    def __init__(self, client, table):
+        self._db = client
+        self._table = table
+    def _scan_all(self):
+        return self._db.scan(TableName=self._table)
+
+class SplitLedger(_Base):
+    def reserve(self):
+        self._db.transact_write_items(TransactItems=[{"Update": {}}, {"Put": {}}])
+    def accounts(self):
+        return self._scan_all()
+"""
+
+
+def test_new_functions_and_split_adapters_are_followed(tmp_path: Any) -> None:
+    """What wf-core's refactors look like: an ``on_cw_event`` handler, adapters with a shared base class, a port
+    object passed on whole (every method assumed)."""
+    extra = (
+        '@app.on_cw_event({"source": ["aws.states"]}, name="ledger_job")\n'
+        "def ledger_job(event):\n    return jobs.sweep(deps())\n"
+    )
+    _mini_project(tmp_path, SPLIT_LEDGER, extra)
+    reach = iam.function_reach(tmp_path)
+    assert set(reach) == {"api_handler", "reserve_job", "ledger_job"}
+    assert reach["reserve_job"].grants == {
+        ("dynamodb:UpdateItem", "table:ledger"),
+        ("dynamodb:PutItem", "table:ledger"),
+    }
+    # jobs.sweep passes d.ledger on: every method of the port counts, the base class's scan included.
+    assert ("dynamodb:Scan", "table:ledger") in reach["ledger_job"].grants
+
+
+def test_a_client_passed_out_of_the_adapter_is_refused(tmp_path: Any) -> None:
+    escaping = SPLIT_LEDGER.replace("return self._scan_all()", "return scan_everything(self._db)")
+    _mini_project(tmp_path, escaping)
+    with pytest.raises(iam.IamCheckError, match=r"SplitLedger\.accounts passes its boto3 client"):
+        iam.function_reach(tmp_path)
