@@ -92,6 +92,10 @@ DDB_WRITES = frozenset(
 DDB_READS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan")
 #: Actions whose resource is "*" because the API supports no resource-level permission.
 UNSCOPED = frozenset({"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"})
+#: Step Functions actions on an execution (resource: the machine's executions), not on the state machine.
+ON_EXECUTIONS = frozenset(
+    {"states:DescribeExecution", "states:StopExecution", "states:GetExecutionHistory", "states:RedriveExecution"}
+)
 #: Actions that read from an index as well as the table.
 INDEXED = frozenset({"dynamodb:Query", "dynamodb:Scan"})
 #: What every function gets besides its code's reach: its logs and its X-Ray segments.
@@ -604,6 +608,14 @@ def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> d
             for op in sorted(ops):
                 for action in sorted(operation_actions(bind.service, op, kinds)):
                     targets = ["*"] if action in UNSCOPED else list(bind.resources)
+                    if action in ON_EXECUTIONS:
+                        targets = [r.replace("machine:", "execution:", 1) for r in targets]
+                    if not targets:
+                        raise IamCheckError(
+                            f"{bind.adapter}.{method} calls {bind.service}.{op} but chalicelib/bootstrap.py gives "
+                            "it no resource that infra/stack.json describes (pass it a cfg.<setting> whose env var "
+                            "names one)"
+                        )
                     for res in targets:
                         grant = (action, res)
                         reach.grants.add(grant)
@@ -665,6 +677,10 @@ def _resource_key(expr: Any, desc: StackDescription) -> str:
                 return f"{key}/objects"
         if ":log-group:/aws/lambda/" in text:
             return "logs"
+        if ":execution:" in text:
+            for key, spec in desc.raw["state_machines"].items():
+                if text.endswith(":execution:" + desc.name(spec["name"]) + ":*"):
+                    return f"execution:{key}"
         if ":stateMachine:" in text:
             for key, spec in desc.raw["state_machines"].items():
                 if text.endswith(":stateMachine:" + desc.name(spec["name"])):

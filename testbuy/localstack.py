@@ -280,8 +280,8 @@ class LocalStack:
             # Only the webhook secret exists today; its value has the deployed shape (current + previous).
             if key != "webhook":
                 raise RuntimeError(f"the local stack does not know how to fill secret {key!r}")
-            value = {"current": expected["TESTBUY_WEBHOOK_SECRET"], "previous": None}
-            secrets_client.create_secret(Name=d.name(spec["name"]), SecretString=json.dumps(value))
+            secret_value = {"current": expected["TESTBUY_WEBHOOK_SECRET"], "previous": None}
+            secrets_client.create_secret(Name=d.name(spec["name"]), SecretString=json.dumps(secret_value))
             env[spec["env"]] = d.name(spec["name"])
         sqs = self.client("sqs")
         self._queues: dict[str, str] = {}

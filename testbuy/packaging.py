@@ -816,6 +816,9 @@ def _resource_arn(key: str, desc: StackDescription) -> Any:
     if kind == "machine":
         # By name, not Ref: the state machine refers to the functions, which refer to this role.
         return _state_machine_arn(desc.name(desc.raw["state_machines"][rest]["name"]))
+    if kind == "execution":
+        name = desc.name(desc.raw["state_machines"][rest]["name"])
+        return {"Fn::Sub": f"{_SUB}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:{name}:*"}
     if kind == "secret":
         return {"Ref": secret_id(rest)}
     if key == "dlq:async":

@@ -337,3 +337,47 @@ def test_a_client_passed_out_of_the_adapter_is_refused(tmp_path: Any) -> None:
     _mini_project(tmp_path, escaping)
     with pytest.raises(iam.IamCheckError, match=r"SplitLedger\.accounts passes its boto3 client"):
         iam.function_reach(tmp_path)
+
+
+def test_execution_actions_are_granted_on_executions(tmp_path: Any) -> None:
+    """DescribeExecution takes an execution ARN: granting it on the state machine would be denied in AWS."""
+    workflow = SPLIT_LEDGER + (
+        "\nclass Flows:\n    def __init__(self, client, arns):\n        self._sfn = client\n"
+        "    def status(self):\n        return self._sfn.describe_execution(executionArn='x')\n"
+    )
+    _mini_project(tmp_path, workflow)
+    ports = (tmp_path / "chalicelib" / "ports.py").read_text()
+    (tmp_path / "chalicelib" / "ports.py").write_text(ports + "class Workflow(Protocol):\n    def status(self): ...\n")
+    deps = (tmp_path / "chalicelib" / "services" / "deps.py").read_text()
+    (tmp_path / "chalicelib" / "services" / "deps.py").write_text(
+        deps.replace("import Ledger", "import Ledger, Workflow") + "    workflow: Workflow\n"
+    )
+    (tmp_path / "chalicelib" / "config.py").write_text(
+        '_ENV = {"ledger_table": "TESTBUY_LEDGER_TABLE", "order_arn": "TESTBUY_ORDER_STATE_MACHINE_ARN"}\n'
+    )
+    boot = (tmp_path / "chalicelib" / "bootstrap.py").read_text()
+    (tmp_path / "chalicelib" / "bootstrap.py").write_text(
+        boot.replace(
+            "ledger=SplitLedger(ddb, cfg.ledger_table))",
+            'ledger=SplitLedger(ddb, cfg.ledger_table), workflow=Flows(make_client(sess, "stepfunctions"), '
+            "cfg.order_arn))",
+        )
+    )
+    (tmp_path / "chalicelib" / "services" / "jobs.py").write_text("def reserve(d):\n    d.workflow.status()\n")
+    reach = iam.function_reach(tmp_path)
+    assert reach["reserve_job"].grants == {("states:DescribeExecution", "execution:order")}
+    from testbuy.packaging import _resource_arn
+
+    arn = _resource_arn("execution:order", DESC)
+    assert arn == {
+        "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:testbuy-prod-order:*"
+    }
+    assert iam._resource_key(arn, DESC) == "execution:order"
+
+
+def test_an_adapter_without_a_described_resource_is_refused(tmp_path: Any) -> None:
+    _mini_project(tmp_path, SPLIT_LEDGER)
+    boot = (tmp_path / "chalicelib" / "bootstrap.py").read_text()
+    (tmp_path / "chalicelib" / "bootstrap.py").write_text(boot.replace("cfg.ledger_table", "cfg.somewhere_else"))
+    with pytest.raises(iam.IamCheckError, match="gives it no resource"):
+        iam.function_reach(tmp_path)
