@@ -340,12 +340,13 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
 
 @dataclass(frozen=True)
 class Binding:
-    """A port as ``bootstrap.build`` wires it."""
+    """A port as ``bootstrap.build`` wires it: the adapter class(es) that may serve it (a factory function in
+    ``chalicelib/adapters/`` may choose among several), each with the AWS service of its client (None: no client), and
+    the resources ``infra/stack.json`` describes that it is given."""
 
     port: str
-    adapter: str  # class name
-    service: str | None  # AWS service of its client, None for adapters without one
-    resources: tuple[str, ...]  # resource keys: "table:data", "bus", "bucket", "machine:round", "secret:webhook"
+    impls: tuple[tuple[str, str | None], ...]
+    resources: tuple[str, ...]
 
 
 def _resource_keys(desc: StackDescription, root: Path) -> dict[str, str]:
@@ -359,6 +360,8 @@ def _resource_keys(desc: StackDescription, root: Path) -> dict[str, str]:
         by_env[spec["env"]] = f"machine:{key}"
     for key, spec in desc.raw.get("secrets", {}).items():
         by_env[spec["env"]] = f"secret:{key}"
+    for key, spec in desc.raw.get("keys", {}).items():
+        by_env[spec["env"]] = f"key:{key}"
     config = _parse(root / "chalicelib" / "config.py")
     fields: dict[str, str] = {}
     for stmt in config.body:
@@ -368,44 +371,64 @@ def _resource_keys(desc: StackDescription, root: Path) -> dict[str, str]:
     return fields
 
 
+def _client_service(expr: ast.expr, clients: Mapping[str, str]) -> str | None:
+    """The AWS service of a client expression: ``make_client(sess, "s3")``, ``session.client("s3")`` or a variable
+    holding one."""
+    if isinstance(expr, ast.Name):
+        return clients.get(expr.id)
+    if not isinstance(expr, ast.Call):
+        return None
+    fname = expr.func.attr if isinstance(expr.func, ast.Attribute) else getattr(expr.func, "id", "")
+    if fname == "make_client" and len(expr.args) >= 2:
+        return _const_str(expr.args[1])
+    if fname == "client" and isinstance(expr.func, ast.Attribute) and expr.args:
+        return _const_str(expr.args[0])
+    return None
+
+
 def bindings(root: Path = ROOT, desc: StackDescription | None = None) -> dict[str, Binding]:
     desc = desc or StackDescription.load("prod", root)
     fields = _resource_keys(desc, root)
+    classes = _adapter_classes(root)
+    factories = {
+        n.name: n
+        for path in sorted((root / "chalicelib" / "adapters").glob("*.py"))
+        for n in _parse(path).body
+        if isinstance(n, ast.FunctionDef)
+    }
     tree = _parse(root / "chalicelib" / "bootstrap.py")
     build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build")
     clients: dict[str, str] = {}
     instances: dict[str, Binding] = {}
 
-    def client_of(expr: ast.expr) -> str | None:
-        if isinstance(expr, ast.Name):
-            return clients.get(expr.id)
-        func = expr.func if isinstance(expr, ast.Call) else None
-        fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-        if isinstance(expr, ast.Call) and len(expr.args) >= 2 and fname == "make_client":
-            return _const_str(expr.args[1])
-        return None
+    def described(nodes: Iterable[ast.AST]) -> set[str]:
+        return {fields[a.attr] for n in nodes for a in ast.walk(n) if isinstance(a, ast.Attribute) and a.attr in fields}
+
+    def impl(call: ast.Call, local_clients: Mapping[str, str]) -> tuple[str, str | None]:
+        args = [*call.args, *(k.value for k in call.keywords)]
+        service = next((s for s in (_client_service(a, local_clients) for a in args) if s), None)
+        return str(getattr(call.func, "id", "")), service
 
     def adapter_of(expr: ast.expr, port: str) -> Binding | None:
         if isinstance(expr, ast.Name) and expr.id in instances:
             b = instances[expr.id]
-            return Binding(port, b.adapter, b.service, b.resources)
+            return Binding(port, b.impls, b.resources)
         if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)):
             return None
-        service = next((s for s in map(client_of, [*expr.args, *(k.value for k in expr.keywords)]) if s), None)
-        used = sorted(
-            {
-                fields[a.attr]
-                for arg in [*expr.args, *(k.value for k in expr.keywords)]
-                for a in ast.walk(arg)
-                if isinstance(a, ast.Attribute) and a.attr in fields
-            }
-        )
-        return Binding(port, expr.func.id, service, tuple(used))
+        args = [*expr.args, *(k.value for k in expr.keywords)]
+        name = expr.func.id
+        if name in factories:
+            # A factory choosing the adapter: every adapter class it may build, and every resource it reads.
+            body = factories[name]
+            calls = [c for c in ast.walk(body) if isinstance(c, ast.Call) and getattr(c.func, "id", "") in classes]
+            impls = tuple(sorted({impl(c, {}) for c in calls}, key=lambda i: i[0]))
+            return Binding(port, impls, tuple(sorted(described([*args, body]))))
+        return Binding(port, (impl(expr, clients),), tuple(sorted(described(args))))
 
     for stmt in ast.walk(build):
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             var = stmt.targets[0].id
-            service = client_of(stmt.value)
+            service = _client_service(stmt.value, clients)
             if service:
                 clients[var] = service
             else:
@@ -579,11 +602,57 @@ class Reach:
     reads_secrets: bool
 
 
+def _reach_adapter(
+    reach: Reach,
+    bind: Binding,
+    adapter: str,
+    service: str,
+    port: str,
+    method: str,
+    methods: Mapping[str, Mapping[str, tuple[set[str], set[str]]]],
+    clients: Mapping[str, set[str]],
+    desc: StackDescription,
+) -> None:
+    if adapter not in methods:
+        raise IamCheckError(f"{adapter} (port {port}) is not a class in chalicelib/adapters/")
+    if not clients.get(adapter):
+        raise IamCheckError(
+            f"{adapter} gets a {service} client but no attribute of it is assigned from a "
+            "constructor parameter named `client`: name it so, or the IAM check cannot follow its calls"
+        )
+    if method not in methods[adapter]:
+        raise IamCheckError(f"{adapter} has no method {method!r} (port {port}); is the binding right?")
+    ops, kinds = methods[adapter][method]
+    for op in sorted(ops):
+        for action in sorted(operation_actions(service, op, kinds)):
+            targets = ["*"] if action in UNSCOPED else list(bind.resources)
+            if action in ON_EXECUTIONS:
+                targets = [r.replace("machine:", "execution:", 1) for r in targets]
+            if not targets:
+                raise IamCheckError(
+                    f"{adapter}.{method} calls {service}.{op} but chalicelib/bootstrap.py gives "
+                    "it no resource that infra/stack.json describes (pass it a cfg.<setting> whose env var "
+                    "names one)"
+                )
+            for res in targets:
+                grant = (action, res)
+                reach.grants.add(grant)
+                reach.why.setdefault(grant, f"{port}.{method} -> {adapter}.{method} -> {op}")
+                indexed = action in INDEXED and "IndexName" in kinds and res.startswith("table:")
+                if indexed and desc.tables[res.removeprefix("table:")]["indexes"]:
+                    reach.grants.add((action, f"{res}/index"))
+        deleting = op == "delete_item" or (
+            bool(kinds & {"DeleteRequest", "Delete"}) and op in ("batch_write_item", "transact_write_items")
+        )
+        if deleting:
+            reach.deletes.update(bind.resources)
+
+
 def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> dict[str, Reach]:
     desc = desc or StackDescription.load("prod", root)
     graph = build_graph(root)
     binds = bindings(root, desc)
-    methods = adapter_methods(root, {b.adapter for b in binds.values() if b.service is not None})
+    methods = adapter_methods(root, {a for b in binds.values() for a, svc in b.impls if svc is not None})
     clients = adapter_clients(root)
     out: dict[str, Reach] = {}
     for function in graph.entry_points:
@@ -593,41 +662,10 @@ def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> d
             bind = binds.get(port)
             if bind is None:
                 raise IamCheckError(f"{function} uses port {port!r}, which chalicelib/bootstrap.py does not wire")
-            if bind.service is None:
-                continue
-            if bind.adapter not in methods:
-                raise IamCheckError(f"{bind.adapter} (port {port}) is not a class in chalicelib/adapters/")
-            if not clients.get(bind.adapter):
-                raise IamCheckError(
-                    f"{bind.adapter} gets a {bind.service} client but no attribute of it is assigned from a "
-                    "constructor parameter named `client`: name it so, or the IAM check cannot follow its calls"
-                )
-            if method not in methods[bind.adapter]:
-                raise IamCheckError(f"{bind.adapter} has no method {method!r} (port {port}); is the binding right?")
-            ops, kinds = methods[bind.adapter][method]
-            for op in sorted(ops):
-                for action in sorted(operation_actions(bind.service, op, kinds)):
-                    targets = ["*"] if action in UNSCOPED else list(bind.resources)
-                    if action in ON_EXECUTIONS:
-                        targets = [r.replace("machine:", "execution:", 1) for r in targets]
-                    if not targets:
-                        raise IamCheckError(
-                            f"{bind.adapter}.{method} calls {bind.service}.{op} but chalicelib/bootstrap.py gives "
-                            "it no resource that infra/stack.json describes (pass it a cfg.<setting> whose env var "
-                            "names one)"
-                        )
-                    for res in targets:
-                        grant = (action, res)
-                        reach.grants.add(grant)
-                        reach.why.setdefault(grant, f"{port}.{method} -> {bind.adapter}.{method} -> {op}")
-                        indexed = action in INDEXED and "IndexName" in kinds and res.startswith("table:")
-                        if indexed and desc.tables[res.removeprefix("table:")]["indexes"]:
-                            reach.grants.add((action, f"{res}/index"))
-                deleting = op == "delete_item" or (
-                    bool(kinds & {"DeleteRequest", "Delete"}) and op in ("batch_write_item", "transact_write_items")
-                )
-                if deleting:
-                    reach.deletes.update(bind.resources)
+            for adapter, service in bind.impls:
+                if service is None:
+                    continue
+                _reach_adapter(reach, bind, adapter, service, port, method, methods, clients, desc)
         out[function] = reach
     return out
 
@@ -662,6 +700,7 @@ def _resource_key(expr: Any, desc: StackDescription) -> str:
     ids |= {p.state_machine_id(k): f"machine:{k}" for k in desc.raw["state_machines"]}
     ids |= {p.secret_id(k): f"secret:{k}" for k in desc.raw.get("secrets", {})}
     ids |= {p.ASYNC_DLQ_ID: "dlq:async"}
+    ids |= {p.key_id(k): f"key:{k}" for k in desc.raw.get("keys", {})}
     if expr == "*":
         return "*"
     if isinstance(expr, dict) and "Fn::GetAtt" in expr:

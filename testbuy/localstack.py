@@ -193,9 +193,6 @@ class LocalStack:
         env[d.raw["bus"]["env"]] = d.name(d.raw["bus"]["name"])
         for spec in d.raw["state_machines"].values():
             env[spec["env"]] = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{d.name(spec['name'])}"
-        # Secrets by name (GetSecretValue takes a name or an ARN; an ARN's random suffix is unknown beforehand).
-        for spec in d.raw.get("secrets", {}).values():
-            env[spec["env"]] = d.name(spec["name"])
         return env
 
     def _start_child(self, port: int) -> None:
@@ -275,14 +272,6 @@ class LocalStack:
         bus = d.name(d.raw["bus"]["name"])
         events.create_event_bus(Name=bus)
         env[d.raw["bus"]["env"]] = bus
-        secrets_client = self.client("secretsmanager")
-        for key, spec in d.raw.get("secrets", {}).items():
-            # Only the webhook secret exists today; its value has the deployed shape (current + previous).
-            if key != "webhook":
-                raise RuntimeError(f"the local stack does not know how to fill secret {key!r}")
-            secret_value = {"current": expected["TESTBUY_WEBHOOK_SECRET"], "previous": None}
-            secrets_client.create_secret(Name=d.name(spec["name"]), SecretString=json.dumps(secret_value))
-            env[spec["env"]] = d.name(spec["name"])
         sqs = self.client("sqs")
         self._queues: dict[str, str] = {}
         self._dlqs: dict[str, str] = {}

@@ -84,6 +84,10 @@ def state_machine_id(key: str) -> str:
     return f"{_camel(key)}StateMachine"
 
 
+def key_id(key: str) -> str:
+    return f"{_camel(key)}Key"
+
+
 def secret_id(key: str) -> str:
     return f"{_camel(key)}Secret"
 
@@ -366,6 +370,43 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
         }
         outputs[f"{secret_id(key)}Arn"] = {"Value": {"Ref": secret_id(key)}}
 
+    for key, spec in desc.raw.get("keys", {}).items():
+        resources[key_id(key)] = {
+            "Type": "AWS::KMS::Key",
+            **retain,
+            "Metadata": _skips(
+                (
+                    "CKV_AWS_7",
+                    "an HMAC key cannot rotate automatically in KMS; rotation is a new key made current, the old "
+                    "one kept for verification (TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS)",
+                )
+            ),
+            "Properties": {
+                "Description": spec["description"],
+                "KeySpec": spec["spec"],
+                "KeyUsage": spec["usage"],
+                "PendingWindowInDays": 30,
+                # The account administers the key; which function may use it is decided by IAM (testbuy.iam).
+                "KeyPolicy": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AccountAdministers",
+                            "Effect": "Allow",
+                            "Principal": {"AWS": {"Fn::Sub": f"{_SUB}:iam::${{AWS::AccountId}}:root"}},
+                            "Action": "kms:*",
+                            "Resource": "*",
+                        }
+                    ],
+                },
+            },
+        }
+        resources[f"{key_id(key)}Alias"] = {
+            "Type": "AWS::KMS::Alias",
+            "Properties": {"AliasName": "alias/" + desc.name(spec["name"]), "TargetKeyId": {"Ref": key_id(key)}},
+        }
+        outputs[f"{key_id(key)}Arn"] = {"Value": {"Fn::GetAtt": [key_id(key), "Arn"]}}
+
     resources[ASYNC_DLQ_ID] = {
         "Type": "AWS::SQS::Queue",
         **disposable,
@@ -521,6 +562,9 @@ def render_environment(desc: StackDescription) -> dict[str, Any]:
     # Secrets: only their ARN (Ref of a secret is its ARN); the value is read at run time by the declared readers.
     for key, spec in desc.raw.get("secrets", {}).items():
         env[spec["env"]] = {"Ref": secret_id(key)}
+    # KMS keys by ARN (the custody chain records the ARN of the key that sealed each entry).
+    for key, spec in desc.raw.get("keys", {}).items():
+        env[spec["env"]] = {"Fn::GetAtt": [key_id(key), "Arn"]}
     for spec in desc.raw["state_machines"].values():
         env[spec["env"]] = _state_machine_arn(desc.name(spec["name"]))
     env.update(
@@ -821,6 +865,8 @@ def _resource_arn(key: str, desc: StackDescription) -> Any:
         return {"Fn::Sub": f"{_SUB}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:{name}:*"}
     if kind == "secret":
         return {"Ref": secret_id(rest)}
+    if kind == "key":
+        return {"Fn::GetAtt": [key_id(rest), "Arn"]}
     if key == "dlq:async":
         return {"Fn::GetAtt": [ASYNC_DLQ_ID, "Arn"]}
     raise PackagingError(f"no ARN for resource key {key!r}")

@@ -183,7 +183,7 @@ def test_no_secret_value_in_the_environment() -> None:
     assert env["TESTBUY_WEBHOOK_SECRET_ARN"] == {"Ref": secret_id("webhook")}
     secret = render_resources(DESC)[secret_id("webhook")]
     assert secret["Type"] == "AWS::SecretsManager::Secret"
-    assert secret["Properties"]["Name"] == "testbuy/prod/webhook"
+    assert secret["Properties"]["Name"] == "testbuy-prod-webhook-secret"
     generated = secret["Properties"]["GenerateSecretString"]
     assert json.loads(generated["SecretStringTemplate"]) == {"previous": None}
     assert generated["GenerateStringKey"] == "current"
@@ -244,12 +244,3 @@ def test_missing_requirements_are_detected(tmp_path: Path) -> None:
         zf.writestr("boto3-1.44.8.dist-info/METADATA", "")
         zf.writestr("python_dateutil-2.9.0.post0.dist-info/METADATA", "")
     assert missing_requirements(tmp_path / "d.zip", reqs) == ["numpy==2.4.6"]
-
-
-def test_local_stack_holds_the_webhook_secret_in_secrets_manager(local_stack: Any, stack_info: Any) -> None:
-    """The local stack provisions the secret from infra/stack.json, in the deployed shape, and names it in the env."""
-    spec = DESC.raw["secrets"]["webhook"]
-    name = StackDescription.load(local_stack.stage).name(spec["name"])
-    assert stack_info.env[spec["env"]] == name
-    value = json.loads(local_stack.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"])
-    assert value == {"current": stack_info.webhook_secret, "previous": None}
