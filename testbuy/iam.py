@@ -184,15 +184,23 @@ def _ports(root: Path) -> dict[str, set[str]]:
     }
     deps = _parse(root / "chalicelib" / "services" / "deps.py")
     found: dict[str, set[str]] = {}
+
+    def names(annotation: ast.expr) -> list[str]:
+        """``Ledger``, ``Ledger | None``, ``Optional[Ledger]``, ``"Ledger"`` -> the names in it."""
+        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            return names(ast.parse(annotation.value, mode="eval").body)
+        if isinstance(annotation, ast.BinOp):
+            return names(annotation.left) + names(annotation.right)
+        if isinstance(annotation, ast.Subscript):
+            return names(annotation.slice)
+        return [annotation.id] if isinstance(annotation, ast.Name) else []
+
     for cls in (n for n in deps.body if isinstance(n, ast.ClassDef) and n.name == "Deps"):
         for stmt in cls.body:
-            if (
-                isinstance(stmt, ast.AnnAssign)
-                and isinstance(stmt.target, ast.Name)
-                and isinstance(stmt.annotation, ast.Name)
-                and stmt.annotation.id in protocols
-            ):
-                found[stmt.target.id] = protocols[stmt.annotation.id]
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                protocol = next((n for n in names(stmt.annotation) if n in protocols), None)
+                if protocol is not None:
+                    found[stmt.target.id] = protocols[protocol]
     return found
 
 
