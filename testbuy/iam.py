@@ -5,7 +5,8 @@ The chain, all of it static (``ast``; nothing is imported or run):
 
 1. **Functions.** ``app.py``'s decorators name the Lambda functions: ``@app.lambda_function(name=...)``,
    ``@app.schedule``/``@app.on_cw_event``/``@app.on_sqs_message``/... (``name=`` or the Python name), and every
-   ``@app.route``/``@bp.route`` (in ``app.py`` and ``chalicelib/api/``) runs in the one ``api_handler``.
+   ``@app.route`` in ``app.py`` and every decorated function of ``chalicelib/api/`` (``@bp.route`` or a declaration
+   wrapper such as ``@endpoint(bp, ...)``) runs in the one ``api_handler``.
 2. **Call graph.** From each entry point, through every module-level function of ``chalicelib`` it refers to
    (imports followed; ``tasks.run("order_capture", ...)`` resolves to the ``TASKS["order_capture"]`` entry only).
 3. **Ports.** Each ``<anything>.<port>.<method>(...)`` where ``<port>`` is a field of ``Deps`` (``d.ledger.reserve``).
@@ -310,7 +311,7 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
             if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 qual = f"{mod}.{stmt.name}"
                 params = [a.arg for a in stmt.args.args]
-                nodes[qual] = scan(qual, mod, names, stmt.body, params)
+                nodes[qual] = scan(qual, mod, names, [*stmt.decorator_list, *stmt.body], params)
                 calls += [(qual, mod, c, "", names) for c in ast.walk(stmt) if isinstance(c, ast.Call)]
         for table, entries in tables.items():
             if table.rpartition(".")[0] == mod:
@@ -331,11 +332,16 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
         for stmt in tree.body:
             if not isinstance(stmt, ast.FunctionDef):
                 continue
+            if stmt.decorator_list and mod.startswith("chalicelib.api."):
+                # Every decorated view of the API package runs in the API handler, whether it is registered with
+                # ``@bp.route`` or through a declaration wrapper (``@endpoint(bp, ...)``) that calls it.
+                entry_points[API_HANDLER].append(f"{mod}.{stmt.name}")
+                continue
             for deco in stmt.decorator_list:
                 if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)):
                     continue
                 kind = deco.func.attr
-                if kind == "route":
+                if kind in ("route", "middleware"):
                     entry_points[API_HANDLER].append(f"{mod}.{stmt.name}")
                 elif kind in _EVENT_DECORATORS and mod == "app":
                     name = next((_const_str(k.value) for k in deco.keywords if k.arg == "name"), None)

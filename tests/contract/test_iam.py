@@ -381,3 +381,28 @@ def test_an_adapter_without_a_described_resource_is_refused(tmp_path: Any) -> No
     (tmp_path / "chalicelib" / "bootstrap.py").write_text(boot.replace("cfg.ledger_table", "cfg.somewhere_else"))
     with pytest.raises(iam.IamCheckError, match="gives it no resource"):
         iam.function_reach(tmp_path)
+
+
+def test_views_behind_a_declaration_wrapper_run_in_the_api_handler(tmp_path: Any) -> None:
+    """api-edge's shape: ``@endpoint(bp, ...)`` registers the route; the wrapper reads the webhook secret."""
+    _mini_project(tmp_path, SPLIT_LEDGER)
+    api = tmp_path / "chalicelib" / "api"
+    api.mkdir()
+    (api / "declare.py").write_text(
+        "def endpoint(bp, method, path):\n"
+        "    def register(handler):\n"
+        "        def view():\n            return _serve(handler)\n"
+        "        return view\n"
+        "    return register\n"
+        "def _serve(handler):\n"
+        "    from chalicelib.api.keys import signing_keys\n"
+        "    signing_keys()\n    return handler()\n"
+    )
+    (api / "keys.py").write_text("def signing_keys():\n    return parameters.get_secret('x')\n")
+    (api / "money.py").write_text(
+        "from chalicelib.api.declare import endpoint\nfrom chalicelib.bootstrap import deps\n"
+        "@endpoint(bp, 'GET', '/accounts')\ndef accounts():\n    return deps().ledger.accounts()\n"
+    )
+    reach = iam.function_reach(tmp_path)
+    assert reach["api_handler"].reads_secrets
+    assert ("dynamodb:Scan", "table:ledger") in reach["api_handler"].grants
