@@ -835,6 +835,59 @@ def apply_api_settings(template: dict[str, Any]) -> None:
     )
 
 
+#: Gateway response types the issue names explicitly (each must be in the template with its own status).
+REQUIRED_GATEWAY_RESPONSES = (
+    "DEFAULT_4XX",
+    "DEFAULT_5XX",
+    "UNAUTHORIZED",
+    "ACCESS_DENIED",
+    "REQUEST_TOO_LARGE",
+    "THROTTLED",
+)
+_SECRET_MARKERS = ("resolve:secretsmanager", "resolve:ssm-secure", "whsec_", "SecretString")
+
+
+def check_packaged_api(template: dict[str, Any]) -> list[str]:
+    """What must hold of the packaged template beyond IAM: API Gateway's own errors in the documented body, tracing
+    on the API and every function, and no secret value in any function's environment."""
+    problems: list[str] = []
+    resources = template["Resources"]
+    api = resources.get("RestAPI", {}).get("Properties", {})
+    responses = api.get("DefinitionBody", {}).get(GATEWAY_RESPONSES_KEY, {})
+    for kind in REQUIRED_GATEWAY_RESPONSES:
+        if kind not in responses:
+            problems.append(f"RestAPI: no gateway response for {kind}")
+    for kind, response in responses.items():
+        want = GATEWAY_RESPONSES.get(kind)
+        if want is None:
+            problems.append(f"RestAPI: gateway response {kind} is not in GATEWAY_RESPONSES")
+            continue
+        if response.get("statusCode") != str(want[0]):
+            problems.append(f"RestAPI: gateway response {kind} answers {response.get('statusCode')}, not {want[0]}")
+        text = response.get("responseTemplates", {}).get("application/json", "")
+        try:
+            body = json.loads(text.replace("$context.error.messageString", '"m"').replace("$context.requestId", "r"))
+            if set(body["error"]) != {"code", "message", "details"} or body["error"]["code"] != want[1]:
+                raise ValueError(body)
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"RestAPI: gateway response {kind} is not the documented error body")
+    if api.get("TracingEnabled") is not True:
+        problems.append("RestAPI: X-Ray tracing is off")
+    if "AccessLogSetting" not in api:
+        problems.append("RestAPI: no access log")
+    env = json.dumps(template.get("Globals", {}).get("Function", {}).get("Environment", {}))
+    for fid, res in resources.items():
+        if res["Type"] != "AWS::Serverless::Function":
+            continue
+        if res["Properties"].get("Tracing") != "Active":
+            problems.append(f"{fid}: X-Ray tracing is not Active")
+        text = env + json.dumps(res["Properties"].get("Environment", {}))
+        for marker in _SECRET_MARKERS:
+            if marker in text:
+                problems.append(f"{fid}: its environment holds a secret value ({marker})")
+    return problems
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -1084,9 +1137,9 @@ def _build(out: Path, console: Any, stage: str, project_dir: Path) -> Path:
         apply_function_policies(template, desc, project_dir)
     except Exception as exc:  # an IamCheckError names what the mapping lacks
         raise PackagingError(f"per-function IAM policies: {exc}") from exc
-    problems = check_iam(template, project_dir, stage)
+    problems = [*check_iam(template, project_dir, stage), *check_packaged_api(template)]
     if problems:
-        raise PackagingError("IAM check failed on the packaged template:\n  " + "\n  ".join(problems))
+        raise PackagingError("checks failed on the packaged template:\n  " + "\n  ".join(problems))
     template_path.write_text(json.dumps(template, indent=2) + "\n")
     functions = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"]
     console.print(

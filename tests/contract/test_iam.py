@@ -406,3 +406,24 @@ def test_views_behind_a_declaration_wrapper_run_in_the_api_handler(tmp_path: Any
     reach = iam.function_reach(tmp_path)
     assert reach["api_handler"].reads_secrets
     assert ("dynamodb:Scan", "table:ledger") in reach["api_handler"].grants
+
+
+def test_packaged_api_checks_pass_and_catch_each_breach(packaged: dict[str, Any]) -> None:
+    from testbuy.packaging import check_packaged_api
+
+    template = {**packaged, "Globals": render_fragment(DESC)["Globals"]}
+    assert check_packaged_api(template) == []
+    broken = copy.deepcopy(template)
+    del broken["Resources"]["RestAPI"]["Properties"]["DefinitionBody"][GATEWAY_RESPONSES_KEY]["THROTTLED"]
+    broken["Resources"]["RestAPI"]["Properties"]["DefinitionBody"][GATEWAY_RESPONSES_KEY]["UNAUTHORIZED"][
+        "statusCode"
+    ] = "403"
+    broken["Resources"]["OrderCapture"]["Properties"]["Tracing"] = "PassThrough"
+    broken["Globals"]["Function"]["Environment"]["Variables"]["TESTBUY_WEBHOOK_SECRET"] = {
+        "Fn::Sub": "{{resolve:secretsmanager:x:SecretString}}"
+    }
+    problems = check_packaged_api(broken)
+    assert "RestAPI: no gateway response for THROTTLED" in problems
+    assert "RestAPI: gateway response UNAUTHORIZED answers 403, not 401" in problems
+    assert "OrderCapture: X-Ray tracing is not Active" in problems
+    assert "APIHandler: its environment holds a secret value (resolve:secretsmanager)" in problems
