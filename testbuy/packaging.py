@@ -894,6 +894,11 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def _is_scheduled(resource: dict[str, Any]) -> bool:
+    events = resource.get("Properties", {}).get("Events", {}) or {}
+    return any(e.get("Type") == "Schedule" for e in events.values())
+
+
 def _resource_arn(key: str, desc: StackDescription) -> Any:
     """A ``testbuy.iam`` resource key -> the policy ``Resource`` expression (read back by ``testbuy.iam``)."""
     kind, _, rest = key.partition(":")
@@ -996,12 +1001,17 @@ def apply_function_policies(template: dict[str, Any], desc: StackDescription, pr
             raise PackagingError(f"{fid}: a function in chalice's template that testbuy.iam does not find in app.py")
         props = res["Properties"]
         grants = set(expected[names[fid]])
+        skips: tuple[tuple[str, str], ...] = _FUNCTION_SKIPS
         if iam._is_async(res):
             props["DeadLetterQueue"] = {"Type": "SQS", "TargetArn": {"Fn::GetAtt": [ASYNC_DLQ_ID, "Arn"]}}
             grants.add(("sqs:SendMessage", "dlq:async"))
-            skips: tuple[tuple[str, str], ...] = _FUNCTION_SKIPS
         else:
-            skips = (*_FUNCTION_SKIPS, _SYNC_DLQ_SKIP)
+            skips = (*skips, _SYNC_DLQ_SKIP)
+        if _is_scheduled(res):
+            # One run at a time: a run that overlaps the next would sweep the same holds twice; Lambda keeps a
+            # throttled scheduled event and retries it.
+            props["ReservedConcurrentExecutions"] = 1
+            skips = tuple(s for s in skips if s[0] != "CKV_AWS_115")
         props["Tracing"] = "Active"
         res["Metadata"] = _skips(*skips)
         role_id = props["Role"]["Fn::GetAtt"][0]

@@ -204,6 +204,7 @@ def test_async_functions_get_a_dead_letter_queue(packaged: dict[str, Any]) -> No
     sweeper = packaged["Resources"]["LedgerSweeper"]
     assert sweeper["Properties"]["DeadLetterQueue"]["TargetArn"] == {"Fn::GetAtt": [ASYNC_DLQ_ID, "Arn"]}
     assert any(s["Action"] == ["sqs:SendMessage"] for s in _statements(packaged, "ledger_sweeper"))
+    assert sweeper["Properties"]["ReservedConcurrentExecutions"] == 1, "one sweep at a time"
     assert "DeadLetterQueue" not in packaged["Resources"]["OrderCapture"]["Properties"]
     assert all(
         r["Properties"]["Tracing"] == "Active"
