@@ -217,8 +217,9 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
     files = [*sorted((root / "chalicelib").rglob("*.py")), root / "app.py"]
     modules = {_module_name(p, root): _parse(p) for p in files}
     ports = _ports(root)
+    # Module-level functions and classes (a class is one node: referring to it reaches all its methods).
     functions: dict[str, set[str]] = {
-        mod: {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        mod: {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
         for mod, tree in modules.items()
     }
     tables: dict[str, dict[str, ast.expr]] = {}  # "mod.TASKS" -> key -> value expression
@@ -313,6 +314,10 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
                 params = [a.arg for a in stmt.args.args]
                 nodes[qual] = scan(qual, mod, names, [*stmt.decorator_list, *stmt.body], params)
                 calls += [(qual, mod, c, "", names) for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+            elif isinstance(stmt, ast.ClassDef) and not mod.startswith("chalicelib.adapters."):
+                # Adapters are reached through the ports only; any other class counts as a whole.
+                qual = f"{mod}.{stmt.name}"
+                nodes[qual] = scan(qual, mod, names, [*stmt.decorator_list, *stmt.body], [])
         for table, entries in tables.items():
             if table.rpartition(".")[0] == mod:
                 nodes[table] = _Node(table, refs={f"{table}[{k}]" for k in entries})

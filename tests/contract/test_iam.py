@@ -428,3 +428,15 @@ def test_packaged_api_checks_pass_and_catch_each_breach(packaged: dict[str, Any]
     assert "RestAPI: gateway response UNAUTHORIZED answers 403, not 401" in problems
     assert "OrderCapture: X-Ray tracing is not Active" in problems
     assert "APIHandler: its environment holds a secret value (resolve:secretsmanager)" in problems
+
+
+def test_port_calls_inside_service_classes_count(tmp_path: Any) -> None:
+    _mini_project(tmp_path, SPLIT_LEDGER)
+    (tmp_path / "chalicelib" / "services" / "jobs.py").write_text(
+        "class Saga:\n"
+        "    def __init__(self, deps):\n        self._deps = deps\n"
+        "    def run(self):\n        self._deps.ledger.accounts()\n"
+        "def reserve(d):\n    return Saga(d).run()\n"
+    )
+    reach = iam.function_reach(tmp_path)
+    assert reach["reserve_job"].grants == {("dynamodb:Scan", "table:ledger")}
