@@ -823,6 +823,9 @@ def check_template(template: Mapping[str, Any], root: Path = ROOT, stage: str = 
                 problems.append(f"{name}: BatchWriteItem on the {table} table can delete items")
             if ("dynamodb:BatchWriteItem", f"table:{table}") not in roles[fid].get("Deny", set()):
                 problems.append(f"{name}: its role lacks the explicit Deny of dynamodb:BatchWriteItem on {table}")
+        custody = perms.get("custody_items")
+        if custody and ("dynamodb:BatchWriteItem", f"table:{custody['table']}") not in roles[fid].get("DenyIf", set()):
+            problems.append(f"{name}: its role does not deny BatchWriteItem on custody partitions")
         personas = perms.get("persona_items", {})
         if personas:
             readers = set(personas.get("readers", []))

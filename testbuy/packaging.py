@@ -951,6 +951,17 @@ def render_function_policy(
         statements.append(
             {"Sid": "NeverBatchWrite", "Effect": "Deny", "Action": "dynamodb:BatchWriteItem", "Resource": no_batch}
         )
+    custody = perms.get("custody_items")
+    if custody:
+        statements.append(
+            {
+                "Sid": "NoBatchWriteOnCustody",
+                "Effect": "Deny",
+                "Action": "dynamodb:BatchWriteItem",
+                "Resource": [_resource_arn(f"table:{custody['table']}", desc)],
+                "Condition": {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": custody["leading_keys"]}},
+            }
+        )
     personas = perms.get("persona_items")
     if personas and function not in personas.get("readers", []):
         table = personas["table"]

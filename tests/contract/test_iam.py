@@ -131,6 +131,10 @@ def test_no_role_can_delete_from_the_ledger_or_the_data_table(packaged: dict[str
         assert {"Fn::GetAtt": ["DataTable", "Arn"]} in deny_delete["Resource"]
         deny_batch = next(s for s in denies if s["Action"] == "dynamodb:BatchWriteItem")
         assert deny_batch["Resource"] == [{"Fn::GetAtt": ["LedgerTable", "Arn"]}]
+        # Custody entries live in ORDER#<o> partitions of the data table: no batch (which may delete) there.
+        custody = next(s for s in statements if s.get("Sid") == "NoBatchWriteOnCustody")
+        assert custody["Effect"] == "Deny" and custody["Resource"] == [{"Fn::GetAtt": ["DataTable", "Arn"]}]
+        assert custody["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["ORDER#*"]}}
 
 
 def test_a_delete_in_an_adapter_is_caught(packaged: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -440,3 +444,12 @@ def test_port_calls_inside_service_classes_count(tmp_path: Any) -> None:
     )
     reach = iam.function_reach(tmp_path)
     assert reach["reserve_job"].grants == {("dynamodb:Scan", "table:ledger")}
+
+
+def test_dropping_a_deny_guard_fails_the_check(packaged: dict[str, Any]) -> None:
+    broken = copy.deepcopy(packaged)
+    role = broken["Resources"]["ApiHandlerRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    role["Statement"] = [s for s in role["Statement"] if s.get("Sid") not in ("NoBatchWriteOnCustody", "NeverDelete")]
+    problems = iam.check_template(broken)
+    assert "api_handler: its role does not deny BatchWriteItem on custody partitions" in problems
+    assert "api_handler: its role lacks the explicit Deny of dynamodb:DeleteItem on the data table" in problems
