@@ -136,6 +136,8 @@ class _Node:
     name: str
     refs: set[str] = field(default_factory=set)
     ports: set[tuple[str, str]] = field(default_factory=set)
+    #: (port, method) -> the literal first arguments it is called with; None: some call's is not a literal.
+    keys: dict[tuple[str, str], set[str | None]] = field(default_factory=dict)
     secrets: bool = False
 
 
@@ -146,6 +148,13 @@ class CodeGraph:
 
     def reach(self, function: str) -> set[tuple[str, str]]:
         return set().union(*(self.nodes[n].ports for n in self.closure(function))) if function else set()
+
+    def keys(self, function: str) -> dict[tuple[str, str], set[str | None]]:
+        out: dict[tuple[str, str], set[str | None]] = {}
+        for name in self.closure(function):
+            for call, literals in self.nodes[name].keys.items():
+                out.setdefault(call, set()).update(literals)
+        return out
 
     def closure(self, function: str) -> set[str]:
         seen: set[str] = set()
@@ -271,6 +280,7 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
         out = _Node(node_name)
         selected: set[int] = set()
         method_bases: set[int] = set()
+        called: set[int] = set()
         port_refs: list[ast.Attribute] = []
         for sub in (n for b in body for n in ast.walk(b)):
             if isinstance(sub, ast.Subscript) and isinstance(sub.slice, ast.Name) and sub.slice.id in params:
@@ -292,6 +302,16 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
                 # d.ledger.reserve(...), or the bound method passed on: the port method is used.
                 out.ports.add((sub.value.attr, sub.attr))
                 method_bases.add(id(sub.value))
+                out.keys.setdefault((sub.value.attr, sub.attr), set())
+            if (
+                isinstance(sub, ast.Call)
+                and isinstance(sub.func, ast.Attribute)
+                and isinstance(sub.func.value, ast.Attribute)
+                and sub.func.value.attr in ports
+            ):
+                literal = _const_str(sub.args[0]) if sub.args else None
+                called.add(id(sub.func))
+                out.keys.setdefault((sub.func.value.attr, sub.func.attr), set()).add(literal)
             if isinstance(sub, ast.Attribute) and sub.attr in ports:
                 port_refs.append(sub)
             if isinstance(sub, ast.Call):
@@ -303,6 +323,15 @@ def build_graph(root: Path = ROOT) -> CodeGraph:
             if id(ref) not in method_bases and _is_deps(ref.value):
                 # The port object itself escapes (aliased or passed on): assume every method of it is used.
                 out.ports |= {(ref.attr, m) for m in ports[ref.attr]}
+                for m in ports[ref.attr]:
+                    out.keys.setdefault((ref.attr, m), set()).add(None)
+        for sub in (n for b in body for n in ast.walk(b)):
+            # A port method referred to without being called (passed on as a callable): any argument.
+            owner = sub.value if isinstance(sub, ast.Attribute) else None
+            if isinstance(sub, ast.Attribute) and isinstance(owner, ast.Attribute) and id(sub) not in called:
+                call_key = (owner.attr, sub.attr)
+                if call_key in out.keys:
+                    out.keys[call_key].add(None)
         return out
 
     calls: list[tuple[str, str, ast.Call, str, Mapping[str, str]]] = []
@@ -366,6 +395,9 @@ class Binding:
     port: str
     impls: tuple[tuple[str, str | None], ...]
     resources: tuple[str, ...]
+    #: A dict literal argument ``{"order": cfg.order_state_machine_arn, ...}``: key -> resource; a call whose first
+    #: argument is always a literal key (``d.workflow.start("order", ...)``) reaches that resource only.
+    selectors: tuple[tuple[str, str], ...] = ()
 
 
 def _resource_keys(desc: StackDescription, root: Path) -> dict[str, str]:
@@ -431,7 +463,7 @@ def bindings(root: Path = ROOT, desc: StackDescription | None = None) -> dict[st
     def adapter_of(expr: ast.expr, port: str) -> Binding | None:
         if isinstance(expr, ast.Name) and expr.id in instances:
             b = instances[expr.id]
-            return Binding(port, b.impls, b.resources)
+            return Binding(port, b.impls, b.resources, b.selectors)
         if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)):
             return None
         args = [*expr.args, *(k.value for k in expr.keywords)]
@@ -442,7 +474,14 @@ def bindings(root: Path = ROOT, desc: StackDescription | None = None) -> dict[st
             calls = [c for c in ast.walk(body) if isinstance(c, ast.Call) and getattr(c.func, "id", "") in classes]
             impls = tuple(sorted({impl(c, {}) for c in calls}, key=lambda i: i[0]))
             return Binding(port, impls, tuple(sorted(described([*args, body]))))
-        return Binding(port, (impl(expr, clients),), tuple(sorted(described(args))))
+        selectors = {
+            str(_const_str(k)): next(iter(described([v])))
+            for d in args
+            if isinstance(d, ast.Dict)
+            for k, v in zip(d.keys, d.values, strict=True)
+            if k is not None and _const_str(k) is not None and len(described([v])) == 1
+        }
+        return Binding(port, (impl(expr, clients),), tuple(sorted(described(args))), tuple(sorted(selectors.items())))
 
     for stmt in ast.walk(build):
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
@@ -631,6 +670,7 @@ def _reach_adapter(
     methods: Mapping[str, Mapping[str, tuple[set[str], set[str]]]],
     clients: Mapping[str, set[str]],
     desc: StackDescription,
+    literals: set[str | None],
 ) -> None:
     if adapter not in methods:
         raise IamCheckError(f"{adapter} (port {port}) is not a class in chalicelib/adapters/")
@@ -645,6 +685,9 @@ def _reach_adapter(
     for op in sorted(ops):
         for action in sorted(operation_actions(service, op, kinds)):
             targets = ["*"] if action in UNSCOPED else list(bind.resources)
+            selectors = dict(bind.selectors)
+            if targets != ["*"] and selectors and literals and all(k in selectors for k in literals):
+                targets = sorted({selectors[str(k)] for k in literals})
             if action in ON_EXECUTIONS:
                 targets = [r.replace("machine:", "execution:", 1) for r in targets]
             if not targets:
@@ -677,6 +720,7 @@ def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> d
     for function in graph.entry_points:
         calls = graph.reach(function)
         reach = Reach(function, calls, set(), {}, set(), graph.reads_secrets(function))
+        keys = graph.keys(function)
         for port, method in sorted(calls):
             bind = binds.get(port)
             if bind is None:
@@ -684,7 +728,8 @@ def function_reach(root: Path = ROOT, desc: StackDescription | None = None) -> d
             for adapter, service in bind.impls:
                 if service is None:
                     continue
-                _reach_adapter(reach, bind, adapter, service, port, method, methods, clients, desc)
+                literals = keys.get((port, method), {None})
+                _reach_adapter(reach, bind, adapter, service, port, method, methods, clients, desc, literals)
         out[function] = reach
     return out
 

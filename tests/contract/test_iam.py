@@ -453,3 +453,44 @@ def test_dropping_a_deny_guard_fails_the_check(packaged: dict[str, Any]) -> None
     problems = iam.check_template(broken)
     assert "api_handler: its role does not deny BatchWriteItem on custody partitions" in problems
     assert "api_handler: its role lacks the explicit Deny of dynamodb:DeleteItem on the data table" in problems
+
+
+def test_a_literal_selector_narrows_the_resource(tmp_path: Any) -> None:
+    """``d.workflow.start("order", ...)`` reaches the order machine only; a computed key reaches every machine."""
+    flows = SPLIT_LEDGER + (
+        "\nclass Flows:\n    def __init__(self, client, machines):\n        self._sfn = client\n"
+        "    def start(self, machine, name):\n        return self._sfn.start_execution(stateMachineArn=machine)\n"
+    )
+    extra = '@app.lambda_function(name="ledger_job")\ndef ledger_job(event, context):\n    return jobs.sweep(deps())\n'
+    _mini_project(tmp_path, flows, extra)
+    root = tmp_path / "chalicelib"
+    (root / "ports.py").write_text(
+        (root / "ports.py").read_text() + "class Workflow(Protocol):\n    def start(self, machine, name): ...\n"
+    )
+    deps = (root / "services" / "deps.py").read_text()
+    (root / "services" / "deps.py").write_text(
+        deps.replace("import Ledger", "import Ledger, Workflow") + "    workflow: Workflow\n"
+    )
+    (root / "config.py").write_text(
+        '_ENV = {"ledger_table": "TESTBUY_LEDGER_TABLE", "order_arn": "TESTBUY_ORDER_STATE_MACHINE_ARN", '
+        '"round_arn": "TESTBUY_ROUND_STATE_MACHINE_ARN"}\n'
+    )
+    (root / "bootstrap.py").write_text(
+        (root / "bootstrap.py")
+        .read_text()
+        .replace(
+            "ledger=SplitLedger(ddb, cfg.ledger_table))",
+            'ledger=SplitLedger(ddb, cfg.ledger_table), workflow=Flows(make_client(sess, "stepfunctions"), '
+            '{"order": cfg.order_arn, "round": cfg.round_arn}))',
+        )
+    )
+    (root / "services" / "jobs.py").write_text(
+        "def reserve(d):\n    d.workflow.start('order', 'x')\n"
+        "def sweep(d):\n    kind = 'round'\n    d.workflow.start(kind, 'y')\n"
+    )
+    reach = iam.function_reach(tmp_path)
+    assert reach["reserve_job"].grants == {("states:StartExecution", "machine:order")}
+    assert reach["ledger_job"].grants == {
+        ("states:StartExecution", "machine:order"),
+        ("states:StartExecution", "machine:round"),
+    }
