@@ -101,6 +101,8 @@ ON_EXECUTIONS = frozenset(
 INDEXED = frozenset({"dynamodb:Query", "dynamodb:Scan"})
 #: What every function gets besides its code's reach: its logs and its X-Ray segments.
 BASELINE = (
+    # Lambda creates the function's log group on first use when the role allows it (the template declares none).
+    ("logs:CreateLogGroup", "logs"),
     ("logs:CreateLogStream", "logs"),
     ("logs:PutLogEvents", "logs"),
     ("xray:PutTraceSegments", "*"),
