@@ -1,15 +1,21 @@
 """Builds the deployable CloudFormation (SAM) template: ``chalice package`` merged with infra/stack.json.
 
 The stateful resources (tables, bucket, bus, queues, rules, state machines, the Step Functions role, the Cognito user
-pool) are rendered from the single description in ``infra/stack.json`` by pure functions (``render_fragment``,
+pool, the webhook secret, the custody key) are rendered from the single description in ``infra/stack.json`` by pure
+functions (``render_fragment``,
 ``render_resources``) and merged into Chalice's template with ``chalice package --merge-template``. The handlers'
 environment variables go into the fragment's SAM ``Globals`` (Chalice's config cannot ``Ref`` anything), and the
 state machines get each ``${Placeholder}`` through ``DefinitionSubstitutions`` as the ``Arn`` of the Chalice
 ``lambda_function`` it maps to.
 
+After ``chalice package``, the template is post-processed: every function's role gets exactly what its code reaches
+(``apply_function_policies``, from ``testbuy.iam``), the API gets its gateway responses, tracing, access logs and
+throttling (``apply_api_settings``), and the result must pass ``testbuy.iam.check_template`` and
+``check_packaged_api`` or no template is written.
+
 No resource that a function refers to refers back to the functions: state-machine ARNs are built from their fixed
-names with ``Fn::Sub`` (a ``Ref`` would close a cycle: function -> state machine -> function), and the IAM policies
-in ``.chalice/`` name resources by their stage-qualified names (see ``render_policies``).
+names with ``Fn::Sub`` (a ``Ref`` would close a cycle: function -> state machine -> function -> role), in the
+environment and in the roles alike.
 """
 
 from __future__ import annotations
