@@ -2,11 +2,10 @@
 
 The stateful resources (tables, bucket, bus, queues, rules, state machines, the Step Functions role, the Cognito user
 pool, the webhook secret, the custody key) are rendered from the single description in ``infra/stack.json`` by pure
-functions (``render_fragment``,
-``render_resources``) and merged into Chalice's template with ``chalice package --merge-template``. The handlers'
-environment variables go into the fragment's SAM ``Globals`` (Chalice's config cannot ``Ref`` anything), and the
-state machines get each ``${Placeholder}`` through ``DefinitionSubstitutions`` as the ``Arn`` of the Chalice
-``lambda_function`` it maps to.
+functions (``render_fragment``, ``render_resources``) and merged into Chalice's template with ``chalice package
+--merge-template``. The handlers' environment variables go into the fragment's SAM ``Globals`` (Chalice's config
+cannot ``Ref`` anything), and the state machines get each ``${Placeholder}`` through ``DefinitionSubstitutions`` as
+the ``Arn`` of the Chalice ``lambda_function`` it maps to.
 
 After ``chalice package``, the template is post-processed: every function's role gets exactly what its code reaches
 (``apply_function_policies``, from ``testbuy.iam``), the API gets its gateway responses, tracing, access logs and
