@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Rate
 
-from chalicelib import tasks
-from chalicelib.api import finance, lab, programs, webhooks
+from chalicelib.api import finance, lab, programs, system, webhooks
+from chalicelib.domain.lifecycle import EXECUTION_ENDED_BADLY
+
+# The task handlers (and the statistics behind them: numpy, sampling, estimation, risk) load on a task function's
+# first call, never when the API function starts: ``import app`` stays light (tests/unit/test_light_import.py).
+if TYPE_CHECKING:
+    from chalicelib import tasks
+else:
+    tasks = system.LazyModule("chalicelib.tasks")
 
 app = Chalice(app_name="testbuy")
+# Routes exist only through chalicelib.api.declare.endpoint (one declaration per route); no @app.route here.
+app.register_blueprint(system.bp)
 app.register_blueprint(programs.bp)
 app.register_blueprint(lab.bp)
 app.register_blueprint(finance.bp)
 app.register_blueprint(webhooks.bp)
-
-
-@app.route("/health", methods=["GET"])
-def health() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 # --- state-machine tasks: one Lambda function each (money-moving ones get their own IAM policy in .chalice/) ---
@@ -135,7 +139,7 @@ def order_needs_reconciliation(event: dict[str, Any], context: Any) -> dict[str,
     {
         "source": ["aws.states"],
         "detail-type": ["Step Functions Execution Status Change"],
-        "detail": {"status": list(tasks.ENDED_BADLY)},
+        "detail": {"status": list(EXECUTION_ENDED_BADLY)},
     },
     name="execution_safety_net",
 )

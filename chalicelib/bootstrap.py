@@ -29,6 +29,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         DynamoRounds,
     )
     from chalicelib.adapters.system import SystemClock, UlidIds
+    from chalicelib.adapters.webhook_receipts import DynamoWebhookReceipts
     from chalicelib.observability import EmfMetrics
 
     sess = session or boto3.session.Session(region_name=cfg.region)
@@ -55,6 +56,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         metrics=EmfMetrics(cfg.metrics_namespace, cfg.metrics_file),
         persona_pool_size=cfg.persona_pool_size,
         budget_thresholds=cfg.budget_thresholds,
+        webhook_receipts=DynamoWebhookReceipts(dynamodb, cfg.data_table),
     )
 
 

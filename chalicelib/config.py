@@ -26,9 +26,9 @@ class Settings(BaseModel):
     round_state_machine_arn: str = Field(min_length=1)
     order_state_machine_arn: str = Field(min_length=1)
     marketplace_url: str = Field(min_length=1)
-    auth_mode: Literal["local", "cognito"] = "local"
+    auth_mode: Literal["local", "cognito"]  # no default: every environment says which (fails closed)
     token_secret: str = Field(default="", repr=False)
-    webhook_secret: str = Field(min_length=16, repr=False)
+    webhook_secret_arn: str = Field(min_length=1, description="Secrets Manager secret, read at run time")
     metrics_namespace: str = "TestBuy"
     metrics_file: str | None = None
     persona_pool_size: int = Field(default=40, ge=1)
@@ -53,7 +53,7 @@ _ENV = {
     "marketplace_url": "TESTBUY_MARKETPLACE_URL",
     "auth_mode": "TESTBUY_AUTH_MODE",
     "token_secret": "TESTBUY_TOKEN_SECRET",  # nosec B105 # a variable name
-    "webhook_secret": "TESTBUY_WEBHOOK_SECRET",  # nosec B105 # a variable name
+    "webhook_secret_arn": "TESTBUY_WEBHOOK_SECRET_ARN",
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "metrics_file": "TESTBUY_METRICS_FILE",
     "persona_pool_size": "TESTBUY_PERSONA_POOL_SIZE",
@@ -89,8 +89,13 @@ def load(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(
             f"testbuy configuration is incomplete ({problems}). Set these environment variables."
         ) from exc
-    if settings.auth_mode == "local" and len(settings.token_secret) < 16:
-        raise ConfigError("TESTBUY_TOKEN_SECRET must be at least 16 characters when TESTBUY_AUTH_MODE=local")
+    if settings.auth_mode != "cognito" and environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        # A deployed function (the Lambda runtime sets AWS_LAMBDA_FUNCTION_NAME; the local stack runs handlers
+        # in-process, without it) authenticates through Cognito only: local tokens are for the embedded stack.
+        raise ConfigError("TESTBUY_AUTH_MODE must be cognito in a deployed function; refusing to start")
+    if settings.auth_mode == "local" and len(settings.token_secret.encode()) < 32:
+        # RFC 7518 section 3.2: an HS256 key of at least 256 bits
+        raise ConfigError("TESTBUY_TOKEN_SECRET must be at least 32 bytes when TESTBUY_AUTH_MODE=local")
     return settings
 
 

@@ -338,3 +338,18 @@ class EvidenceStore(Protocol):
 class Metrics(Protocol):
     def add(self, name: str, value: float, unit: str, dimensions: Mapping[str, str] | None = None) -> None: ...
     def flush(self) -> None: ...
+
+
+class WebhookReceipts(Protocol):
+    """Durable, expiring record of the webhook ids received (Standard Webhooks ``webhook-id``), for deduplication."""
+
+    def claim(self, webhook_id: str, now: datetime, lease_seconds: int, keep_seconds: int) -> str:
+        """``"claimed"``: this caller processes the webhook (first arrival, or a claim whose lease ran out);
+        ``"done"``: it was processed before (a replay); ``"busy"``: another arrival is processing it now."""
+        ...
+
+    def complete(self, webhook_id: str) -> None: ...
+
+    def release(self, webhook_id: str) -> None:
+        """Give up a claim (processing failed) so that the sender's retry is processed."""
+        ...

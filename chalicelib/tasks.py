@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.bootstrap import deps
+from chalicelib.domain.lifecycle import EXECUTION_ENDED_BADLY
 from chalicelib.observability import logger
 from chalicelib.services import orders, rounds
 from chalicelib.services.orders import OrderTaskInput
@@ -70,7 +71,7 @@ def run(name: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Statuses of Step Functions' "Execution Status Change" events that the safety net compensates.
-ENDED_BADLY = ("FAILED", "TIMED_OUT", "ABORTED")
+ENDED_BADLY = EXECUTION_ENDED_BADLY
 
 
 def execution_ended(event: dict[str, Any]) -> dict[str, Any]:

@@ -1,44 +1,23 @@
 """Contracts generated from the code: event JSON Schemas (``schemas/events/``) and the OpenAPI document
 (``docs/openapi.json``).
 
-The OpenAPI document is built by walking the Chalice app's routes. What cannot be read off a route object (summary,
-query parameters, error statuses) lives in the small explicit ``ROUTES`` registry below; what can be read off the
-view function's source (the roles passed to ``require()``, the model passed to ``parse_body()``, the statuses passed
-to ``respond()``/``Response()``, a ``verify_webhook()`` call) is read with ``ast`` and must agree with the registry.
-``route_problems()`` reports every disagreement, every app route missing from the registry and every registry entry
-with no route, so a new or changed route without documentation fails ``testbuy openapi`` and the contract tests.
+The OpenAPI document is generated from the routes' declarations (``chalicelib.api.declare.endpoint``): the same
+objects that register, authorize and validate each route, and check each answer against its model. There is no
+second description to keep in step: ``route_problems()`` only proves that every Chalice route of the app is a
+declared one, so a route added without a declaration fails ``testbuy openapi`` and the contract tests.
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import re
-import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from chalicelib.api.declare import DECLARATIONS, Declaration
 from chalicelib.domain.events import ALL_EVENTS, detail_schema
-from chalicelib.domain.models import (
-    CustodyIn,
-    DeliveryNotice,
-    EvidenceIn,
-    FundRequest,
-    Program,
-    ProgramCreate,
-    RefundFeedIn,
-    Round,
-    RoundStart,
-    SellerImport,
-    ServiceQualityIn,
-    Verdict,
-    VerdictIn,
-)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "schemas" / "events"
@@ -46,9 +25,6 @@ OPENAPI_PATH = ROOT / "docs" / "openapi.json"
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "0.1.0"
-ADMIN = "admin"
-
-Auth = Literal["bearer", "webhook", "none"]
 
 
 def render(document: Any) -> str:
@@ -92,267 +68,15 @@ def check_schemas(write: bool = False) -> list[str]:
     return problems
 
 
-# ============================================================================================== route registry
+# ============================================================================================== declarations
 
 
-@dataclass(frozen=True)
-class QueryParam:
-    name: str
-    description: str
-    enum: tuple[str, ...] = ()
-    default: str | None = None
+def declarations() -> dict[tuple[str, str], Declaration]:
+    """(METHOD, path) -> the route's one declaration (importing the app registers them)."""
+    from testbuy.localstack import load_app
 
-
-@dataclass(frozen=True)
-class RouteDoc:
-    """Documentation of one (method, path). ``roles`` are the roles passed to ``require()``; admin is always admitted
-    too (``require()`` with no roles admits admin alone)."""
-
-    summary: str
-    tag: str
-    success: dict[int, str]
-    roles: tuple[str, ...] = ()
-    auth: Auth = "bearer"
-    request: type[BaseModel] | None = None
-    body_optional: bool = False
-    response: type[BaseModel] | None = None
-    errors: tuple[int, ...] = ()
-    query: tuple[QueryParam, ...] = ()
-    csv: bool = False
-    description: str = ""
-
-
-PM, LAB, FIN, ENF = "program_manager", "lab", "finance", "enforcement"
-
-ROUTES: dict[tuple[str, str], RouteDoc] = {
-    ("GET", "/health"): RouteDoc(summary="Liveness check", tag="system", success={200: "the API is up"}, auth="none"),
-    ("POST", "/programs"): RouteDoc(
-        summary="Create a programme (ledger account with no funds, persona pool)",
-        tag="programs",
-        roles=(PM,),
-        request=ProgramCreate,
-        response=Program,
-        success={201: "the programme was created"},
-    ),
-    ("GET", "/programs/{program_id}"): RouteDoc(
-        summary="A programme and its ledger balance",
-        tag="programs",
-        roles=(PM, FIN),
-        success={200: "the programme with its balance"},
-        errors=(404,),
-    ),
-    ("POST", "/programs/{program_id}/funding"): RouteDoc(
-        summary="Add funds (idempotent on reference)",
-        tag="programs",
-        roles=(PM, FIN),
-        request=FundRequest,
-        success={200: "the funds were added (or this reference was already applied); the new balance"},
-        errors=(404, 409),
-        description="400 currency_mismatch when the currency is not the programme's; 409 idempotency_conflict "
-        "when the reference was used before with a different amount or currency.",
-    ),
-    ("POST", "/programs/{program_id}/sellers"): RouteDoc(
-        summary="Import a batch of sellers into the sampling frame (all or nothing)",
-        tag="programs",
-        roles=(PM,),
-        request=SellerImport,
-        success={200: "the batch was imported; how many sellers"},
-        errors=(404,),
-    ),
-    ("POST", "/programs/{program_id}/rounds"): RouteDoc(
-        summary="Start a sampling round",
-        tag="programs",
-        roles=(PM,),
-        request=RoundStart,
-        body_optional=True,
-        response=Round,
-        success={202: "the round was recorded and its workflow started"},
-        errors=(404, 409),
-        description="409 invalid_state outside the programme period or without eligible sellers; "
-        "409 insufficient_funds when the available budget cannot pay for the cheapest order.",
-    ),
-    ("GET", "/programs/{program_id}/rounds/{round_id}"): RouteDoc(
-        summary="A round with its orders counted by status",
-        tag="programs",
-        roles=(PM, FIN),
-        success={200: "the round"},
-        errors=(404,),
-    ),
-    ("GET", "/programs/{program_id}/metrics"): RouteDoc(
-        summary="Programme metrics: hit rate, design-weighted prevalence with its interval, spend, cost per hit",
-        tag="programs",
-        roles=(PM, FIN, ENF),
-        success={200: "the metrics"},
-        errors=(404,),
-    ),
-    ("POST", "/programs/{program_id}/marketplace-refunds"): RouteDoc(
-        summary="Ingest one month of the marketplace refund feed (marketplace-wide suspect-refund rate)",
-        tag="programs",
-        roles=(PM, FIN),
-        request=RefundFeedIn,
-        success={200: "stored; the month's rate"},
-        errors=(404,),
-    ),
-    ("GET", "/labs/{lab_id}/queue"): RouteDoc(
-        summary="Samples waiting for this lab's verdict (a lab token sees its own lab only)",
-        tag="lab",
-        roles=(LAB,),
-        success={200: "the queue, oldest first"},
-    ),
-    ("POST", "/samples/{order_id}/verdict"): RouteDoc(
-        summary="Record the lab verdict of a sample (once; the same verdict again is idempotent)",
-        tag="lab",
-        roles=(LAB,),
-        request=VerdictIn,
-        response=Verdict,
-        success={201: "the verdict was recorded", 200: "the same verdict was already recorded"},
-        errors=(404, 409),
-        description="403 when the sample is not assigned to the caller's lab; 409 conflict when a different "
-        "verdict is already recorded, invalid_state when the sample is not at the lab.",
-    ),
-    ("POST", "/samples/{order_id}/service-quality"): RouteDoc(
-        summary="Rate the seller's service for a delivered sample",
-        tag="lab",
-        roles=(LAB,),
-        request=ServiceQualityIn,
-        success={200: "the score was recorded"},
-        errors=(404, 409),
-    ),
-    ("POST", "/samples/{order_id}/custody"): RouteDoc(
-        summary="Append a hand-over to the sample's hash-chained custody log",
-        tag="lab",
-        roles=(LAB,),
-        request=CustodyIn,
-        success={201: "the entry was appended"},
-        errors=(404,),
-    ),
-    ("POST", "/samples/{order_id}/evidence"): RouteDoc(
-        summary="Store an evidence file in S3 under its SHA-256 (cited by custody entries and verdicts)",
-        tag="lab",
-        roles=(LAB,),
-        request=EvidenceIn,
-        success={201: "stored; the body gives its sha256"},
-        errors=(404,),
-    ),
-    ("GET", "/samples/{order_id}/custody"): RouteDoc(
-        summary="The sample's custody chain and whether it verifies",
-        tag="lab",
-        roles=(LAB, ENF, PM),
-        success={200: "the chain and its verification"},
-        errors=(404,),
-    ),
-    ("GET", "/programs/{program_id}/spend"): RouteDoc(
-        summary="Spend report from the ledger journal (JSON or CSV)",
-        tag="finance",
-        roles=(FIN, PM),
-        success={200: "the report"},
-        errors=(400, 404),
-        csv=True,
-        query=(
-            QueryParam(
-                "group_by",
-                "how rows are grouped",
-                ("program", "round", "category", "seller", "month"),
-                "program",
-            ),
-            QueryParam(
-                "format", "json or csv; without it, an Accept header naming text/csv asks for CSV", ("json", "csv")
-            ),
-        ),
-    ),
-    ("GET", "/programs/{program_id}/reconciliation"): RouteDoc(
-        summary="Reconcile the journal against the balance",
-        tag="finance",
-        roles=(FIN, PM),
-        success={200: "the reconciliation"},
-        errors=(404,),
-    ),
-    ("POST", "/webhooks/delivery"): RouteDoc(
-        summary="Marketplace delivery notice (HMAC-signed)",
-        tag="webhooks",
-        roles=("marketplace",),
-        auth="webhook",
-        request=DeliveryNotice,
-        success={202: "the notice was recorded (the first one wins)"},
-        errors=(404,),
-    ),
-    ("GET", "/orders/{order_id}"): RouteDoc(
-        summary="An order (persona id shown to admin only)",
-        tag="orders",
-        roles=(PM, FIN, ENF),
-        success={200: "the order"},
-        errors=(404,),
-    ),
-    ("GET", "/programs/{program_id}/personas/{persona_id}"): RouteDoc(
-        summary="A persona's account, drop point and payment reference (admin only)",
-        tag="admin",
-        success={200: "the persona"},
-        errors=(404,),
-    ),
-}
-
-
-# ============================================================================================== reading the code
-
-
-@dataclass
-class CodeFacts:
-    """What a view function's source says about it."""
-
-    roles: tuple[str, ...] | None = None  # None: no require() call
-    request: type[BaseModel] | None = None
-    statuses: set[int] = field(default_factory=set)
-    webhook: bool = False
-
-
-def _callee(node: ast.Call) -> str:
-    if isinstance(node.func, ast.Name):
-        return node.func.id
-    if isinstance(node.func, ast.Attribute):
-        return node.func.attr
-    return ""
-
-
-def _resolve(node: ast.expr, scope: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Name):
-        return scope[node.id]
-    if isinstance(node, ast.Attribute):
-        return getattr(_resolve(node.value, scope), node.attr)
-    raise ValueError(f"cannot resolve {ast.dump(node)}")
-
-
-def _ints(node: ast.expr) -> set[int]:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int):
-        return {node.value}
-    if isinstance(node, ast.IfExp):
-        return _ints(node.body) | _ints(node.orelse)
-    return set()
-
-
-def code_facts(view: Callable[..., Any]) -> CodeFacts:
-    fn = inspect.unwrap(view)
-    scope: dict[str, Any] = fn.__globals__
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    facts = CodeFacts()
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        name = _callee(node)
-        if name == "require":
-            facts.roles = tuple(str(getattr(r, "value", r)) for r in (_resolve(a, scope) for a in node.args[1:]))
-        elif name == "parse_body" and len(node.args) > 1:
-            facts.request = _resolve(node.args[1], scope)
-        elif name == "respond" and node.args:
-            facts.statuses |= _ints(node.args[0])
-        elif name == "Response":
-            for kw in node.keywords:
-                if kw.arg == "status_code":
-                    facts.statuses |= _ints(kw.value)
-        elif name == "verify_webhook":
-            facts.webhook = True
-    if not facts.statuses:
-        facts.statuses = {200}  # a view returning a plain value answers 200
-    return facts
+    load_app()
+    return dict(DECLARATIONS)
 
 
 def app_routes() -> dict[tuple[str, str], Any]:
@@ -364,53 +88,45 @@ def app_routes() -> dict[tuple[str, str], Any]:
 
 
 def route_problems(routes: dict[tuple[str, str], Any] | None = None) -> list[str]:
-    """Every app route documented, every documented route present, and the registry agreeing with the code."""
+    """Every app route is a declared one (registered by ``chalicelib.api.declare.endpoint``), and every
+    declaration is served: a route added with a bare ``@app.route``/``@bp.route`` is reported here."""
     routes = app_routes() if routes is None else routes
+    declared = declarations()
     problems = [
-        f"{m} {p}: route has no entry in testbuy.contracts.ROUTES; document it"
-        for m, p in sorted(set(routes) - set(ROUTES))
+        f"{m} {p}: route was not added through chalicelib.api.declare.endpoint; declare it"
+        for m, p in sorted(set(routes) - set(declared))
     ]
     problems += [
-        f"{m} {p}: documented in testbuy.contracts.ROUTES but the app has no such route"
-        for m, p in sorted(set(ROUTES) - set(routes))
+        f"{m} {p}: declared but the app does not serve it (is its blueprint registered in app.py?)"
+        for m, p in sorted(set(declared) - set(routes))
     ]
-    for key in sorted(set(routes) & set(ROUTES)):
-        doc, facts, where = ROUTES[key], code_facts(routes[key].view_function), f"{key[0]} {key[1]}"
-        if doc.auth == "bearer":
-            if facts.roles is None:
-                problems.append(f"{where}: documented as role-protected but the view calls no require()")
-            elif set(facts.roles) != set(doc.roles):
-                problems.append(
-                    f"{where}: code requires roles {sorted(facts.roles)}, registry says {sorted(doc.roles)}"
-                )
-        elif facts.roles is not None:
-            problems.append(f"{where}: the view calls require() but is documented with auth={doc.auth}")
-        if facts.webhook != (doc.auth == "webhook"):
-            problems.append(f"{where}: webhook signature check in code={facts.webhook}, registry auth={doc.auth}")
-        if facts.request is not doc.request:
-            got = facts.request.__name__ if facts.request else None
-            want = doc.request.__name__ if doc.request else None
-            problems.append(f"{where}: code parses the body as {got}, registry says {want}")
-        if facts.statuses != set(doc.success):
-            problems.append(f"{where}: code answers {sorted(facts.statuses)}, registry documents {sorted(doc.success)}")
+    for key in sorted(set(routes) & set(declared)):
+        decl = getattr(routes[key].view_function, "__declaration__", None)
+        if decl is not declared[key]:
+            problems.append(f"{key[0]} {key[1]}: the view is not the declared one; declare it with endpoint()")
     return problems
 
 
 # ============================================================================================== OpenAPI
 
 ERROR_DESCRIPTIONS = {
-    400: "invalid input: malformed JSON, missing, extra or mistyped fields, out-of-range values; "
-    "details name the offending fields",
-    401: "no, invalid or expired credentials (or a bad webhook signature)",
+    400: "invalid input: malformed JSON, missing, extra or mistyped fields, out-of-range values, a path parameter "
+    "that is not a valid identifier, an unknown query parameter; details name the offending fields",
+    401: "no, invalid or expired credentials, a principal that cannot be established (a lab without a lab id, a "
+    "user in several testbuy groups), or a bad webhook signature",
     403: "the caller's role (or lab) may not do this",
-    404: "unknown id",
+    404: "unknown id (for a lab: also a sample of another lab, with the same body)",
+    405: "the path exists but not with this method (the Allow header lists the methods)",
     409: "conflicts with what is already durable (e.g. a second, different verdict) or with the object's state",
     413: "the body exceeds 1,000,000 bytes; send smaller batches",
+    415: "the request body is not application/json",
+    500: "unexpected error; it was logged",
+    503: "a dependency is briefly unavailable; retry",
 }
 
 ERROR_BODY: dict[str, Any] = {
     "title": "ErrorBody",
-    "description": "Every error answer of the API (chalicelib/api/errors.py).",
+    "description": "Every error answer of the API (chalicelib/api/errors.py), including Chalice's own 404/405/415.",
     "type": "object",
     "additionalProperties": False,
     "required": ["error"],
@@ -451,24 +167,48 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "type": "http",
         "scheme": "bearer",
         "bearerFormat": "JWT",
-        "description": "Local stack: an HS256 token issued by `testbuy token --role ...` with the local secret; claims "
-        "`role` (program_manager, lab, finance, enforcement, marketplace, admin), `lab_id` for labs, `exp`.",
+        "description": "Local stack: an HS256 JWT issued by `testbuy token --role ...` with the stack's secret; "
+        "issuer `testbuy-local`, audience `testbuy-api`, `exp`, `nbf`, `iat` and `sub` required; claim `role` "
+        "(program_manager, lab, finance, enforcement, marketplace, admin); a lab token must carry `lab_id` "
+        "(else 401).",
     },
     "cognito": {
         "type": "apiKey",
         "in": "header",
         "name": "Authorization",
-        "description": "AWS: a Cognito user-pool ID token; the user's groups are its roles, `custom:lab_id` its lab.",
+        "description": "AWS: a Cognito user-pool ID token. The user's testbuy group is its role: exactly one testbuy "
+        "group is required (none or several: 401, whatever the order); a lab user must have `custom:lab_id` (else "
+        "401).",
         "x-amazon-apigateway-authtype": "cognito_user_pools",
+    },
+    "webhookId": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "webhook-id",
+        "description": "Standard Webhooks: the notice's id, the same on every retry (the idempotency key); "
+        "1-128 characters of [A-Za-z0-9_.:=-].",
+    },
+    "webhookTimestamp": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "webhook-timestamp",
+        "description": "Standard Webhooks: integer seconds since the epoch (digits only), within 300 s of now.",
     },
     "webhookSignature": {
         "type": "apiKey",
         "in": "header",
-        "name": "X-Testbuy-Signature",
-        "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256 over '<t>.' + raw body>` with the shared webhook secret; "
-        "the timestamp must be within 300 s.",
+        "name": "webhook-signature",
+        "description": "Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256 of '<id>.<timestamp>.' + raw "
+        "body>` entries, keyed with the base64 part of the `whsec_` secret; the current or the previous secret "
+        "(rotation) must match one entry.",
     },
 }
+
+INTEGER_NOTE = (
+    "Integer fields accept any JSON number with an integral value (5, 5.0, 5e0), as JSON Schema's `integer` does; "
+    "a fraction (5.5) is refused. Numbers closer to zero than 1e-100 are read as 0. Numbers are never read from "
+    "strings."
+)
 
 
 def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -481,55 +221,45 @@ def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
 def _model_ref(
     model: type[BaseModel], mode: Literal["validation", "serialization"], components: dict[str, Any]
 ) -> dict[str, str]:
-    name = model.__name__
-    schema = _hoist(model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode), components)
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    name = str(schema.get("title") or model.__name__)
+    if mode == "serialization" and model.model_config.get("extra") == "forbid":
+        schema.setdefault("additionalProperties", False)
+    schema = _hoist(schema, components)
     if components.setdefault(name, schema) != schema:
         raise ValueError(f"two different schemas are named {name}")
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _error_statuses(doc: RouteDoc) -> list[int]:
-    statuses = set(doc.errors)
-    if doc.request is not None or doc.query:
-        statuses.add(400)
-    if doc.request is not None:
-        statuses.add(413)
-    if doc.auth != "none":
-        statuses.add(401)
-    if doc.auth == "bearer":
-        statuses.add(403)
-    return sorted(statuses)
-
-
-def _operation(entry: Any, doc: RouteDoc, components: dict[str, Any]) -> dict[str, Any]:
-    fn = inspect.unwrap(entry.view_function)
-    op: dict[str, Any] = {
-        "operationId": entry.view_name,
-        "summary": doc.summary,
-        "tags": [doc.tag],
-    }
-    description = (inspect.getdoc(fn) or "").strip()
-    if doc.description:
-        description = f"{description}\n\n{doc.description}".strip()
-    if description:
-        op["description"] = description
-    if doc.auth == "bearer":
-        op["x-roles"] = sorted({*doc.roles, ADMIN})
+def _operation(decl: Declaration, components: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": decl.view_name, "summary": decl.summary, "tags": [decl.tag]}
+    if decl.description:
+        op["description"] = decl.description
+    op["x-roles"] = list(decl.admitted)
+    if decl.lab_scope is not None:
+        op["x-lab-scope"] = decl.lab_scope
+    if decl.refusals:
+        op["x-refusals"] = [
+            {"status": r.status, "code": r.code, "field": r.field, "rule": r.rule} for r in decl.refusals
+        ]
+    if decl.auth == "bearer":
         op["security"] = [{"localBearer": []}, {"cognito": []}]
-    elif doc.auth == "webhook":
-        op["x-roles"] = list(doc.roles)
-        op["security"] = [{"webhookSignature": []}]
+    elif decl.auth == "webhook":
+        op["security"] = [{"webhookId": [], "webhookTimestamp": [], "webhookSignature": []}]
     else:
-        op["x-roles"] = []
         op["security"] = []
     params: list[dict[str, Any]] = [
-        {"name": arg, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-        for arg in entry.view_args
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": spec.description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": spec.max_length, "pattern": spec.pattern},
+        }
+        for name, spec in decl.params.items()
     ]
-    for q in doc.query:
-        schema: dict[str, Any] = {"type": "string"}
-        if q.enum:
-            schema["enum"] = list(q.enum)
+    for q in decl.query:
+        schema: dict[str, Any] = {"type": "string", "enum": list(q.enum)}
         if q.default is not None:
             schema["default"] = q.default
         params.append(
@@ -537,47 +267,51 @@ def _operation(entry: Any, doc: RouteDoc, components: dict[str, Any]) -> dict[st
         )
     if params:
         op["parameters"] = params
-    if doc.request is not None:
+    if decl.request is not None:
         op["requestBody"] = {
-            "required": not doc.body_optional,
-            "content": {"application/json": {"schema": _model_ref(doc.request, "validation", components)}},
+            "required": not decl.body_optional,
+            "content": {"application/json": {"schema": _model_ref(decl.request, "validation", components)}},
         }
     responses: dict[str, Any] = {}
-    for status, text in sorted(doc.success.items()):
-        body: dict[str, Any] = (
-            _model_ref(doc.response, "serialization", components) if doc.response is not None else {"type": "object"}
-        )
-        content: dict[str, Any] = {"application/json": {"schema": body}}
-        if doc.csv:
+    for ok in sorted(decl.ok, key=lambda o: o.status):
+        content: dict[str, Any] = {"application/json": {"schema": _model_ref(ok.model, "serialization", components)}}
+        if ok.csv:
             content["text/csv"] = {"schema": {"type": "string"}}
-        responses[str(status)] = {"description": text, "content": content}
-    for status in _error_statuses(doc):
+        responses[str(ok.status)] = {"description": ok.description, "content": content}
+    for status in decl.error_statuses():
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     op["responses"] = responses
     return op
 
 
 def openapi_document(routes: dict[tuple[str, str], Any] | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the app, generated from its routes and the registry."""
+    """The OpenAPI 3.1 document of the app, generated from its route declarations."""
     routes = app_routes() if routes is None else routes
+    declared = declarations()
     schemas: dict[str, Any] = {"ErrorBody": ERROR_BODY, "ErrorDetail": ERROR_DETAIL}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(routes, key=lambda k: (k[1], k[0])):
-        doc = ROUTES.get((method, path))
-        if doc is None:
+        decl = declared.get((method, path))
+        if decl is None:
             continue  # reported by route_problems()
-        paths.setdefault(path, {})[method.lower()] = _operation(routes[(method, path)], doc, schemas)
+        paths.setdefault(path, {})[method.lower()] = _operation(decl, schemas)
+    used = {int(s) for ops in paths.values() for op in ops.values() for s in op["responses"] if int(s) >= 400}
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "testbuy API",
             "version": API_VERSION,
-            "description": "Marketplace test-buy programmes. Generated from the code by `testbuy openapi --write`; "
-            "do not edit by hand. Money is integer minor units plus an ISO 4217 code; times are UTC. "
-            "`x-roles` lists the roles an operation admits.",
+            "description": "Marketplace test-buy programmes. Generated from the route declarations by "
+            "`testbuy openapi --write`; do not edit by hand. Money is integer minor units plus an ISO 4217 code; "
+            "times are UTC. `x-roles` lists the roles an operation admits; `x-lab-scope` the path parameter that "
+            "confines a lab. " + INTEGER_NOTE + " Cross-field rules JSON Schema cannot express are stated in "
+            "`x-constraints` of the schema concerned (a 400 names the field); rules that depend on stored state or "
+            "compare items of a list are the operation's `x-refusals` (status, code, field pattern). Every error "
+            "answer, including an unknown path (404), a "
+            "method the path does not have (405) and a body that is not JSON (415), is an ErrorBody.",
         },
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
-        "tags": [{"name": t} for t in sorted({d.tag for d in ROUTES.values()})],
+        "tags": [{"name": t} for t in sorted({d.tag for d in declared.values()})],
         "paths": paths,
         "components": {
             "schemas": dict(sorted(schemas.items())),
@@ -587,6 +321,7 @@ def openapi_document(routes: dict[tuple[str, str], Any] | None = None) -> dict[s
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
                 }
                 for status, text in sorted(ERROR_DESCRIPTIONS.items())
+                if status in used or status in (404, 405, 500, 503)
             },
             "securitySchemes": SECURITY_SCHEMES,
         },
@@ -594,7 +329,7 @@ def openapi_document(routes: dict[tuple[str, str], Any] | None = None) -> dict[s
 
 
 def check_openapi(write: bool = False) -> list[str]:
-    """Route registry consistent with the code, and ``docs/openapi.json`` equal to the generated document."""
+    """Every route declared, and ``docs/openapi.json`` equal to the document generated from the declarations."""
     routes = app_routes()
     problems = route_problems(routes)
     text = render(openapi_document(routes))

@@ -7,6 +7,7 @@ every boto3 client (ours and the Step Functions executor's) at the local moto se
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -54,6 +56,12 @@ def configure_moto(endpoint: str) -> None:
     )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback
         resp.read()
+
+
+def _decode_segment(segment: str) -> str:
+    """One path segment percent-decoded, keeping the characters that would change routing encoded."""
+    decoded = urllib.parse.unquote(segment)
+    return decoded.replace("%", "%25").replace("/", "%2F").replace("?", "%3F").replace("#", "%23")
 
 
 def free_port() -> int:
@@ -124,7 +132,10 @@ class LocalStack:
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(var, None)
         token_secret = secrets.token_urlsafe(24)
-        webhook_secret = secrets.token_urlsafe(24)
+        # Standard Webhooks secret, kept in (moto's) Secrets Manager and read by the API at run time, never placed
+        # in the handlers' environment: the environment names the secret only.
+        webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        self._webhook_secret = webhook_secret
         custody_key = secrets.token_urlsafe(32)  # the per-stack key that seals custody entries (KMS in AWS)
         env = self._handler_env()
         env.update(
@@ -133,7 +144,7 @@ class LocalStack:
                 "TESTBUY_MARKETPLACE_URL": self.marketplace_url,
                 "TESTBUY_AUTH_MODE": "local",
                 "TESTBUY_TOKEN_SECRET": token_secret,
-                "TESTBUY_WEBHOOK_SECRET": webhook_secret,
+                "TESTBUY_WEBHOOK_SECRET_ARN": f"testbuy-{self.stage}-webhook-secret",
                 "TESTBUY_CUSTODY_KEY": custody_key,
                 "TESTBUY_METRICS_FILE": str(self.workdir / f"metrics-{port}.emf.jsonl"),
                 # 80 personas x 5 orders a week: enough for a demo programme's two rounds in one week.
@@ -300,6 +311,10 @@ class LocalStack:
             url = self._queues[rule["queue"]]
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": rule["queue"], "Arn": arn}])
+        self.client("secretsmanager").create_secret(
+            Name=os.environ["TESTBUY_WEBHOOK_SECRET_ARN"],
+            SecretString=json.dumps({"current": self._webhook_secret, "previous": None}),
+        )
         iam = self.client("iam")
         role_arn = iam.create_role(
             RoleName=f"testbuy-{self.stage}-tasks",
@@ -346,10 +361,29 @@ class LocalStack:
             protocol_version = "HTTP/1.1"
 
             def _generic_handle(self) -> None:
+                # API Gateway hands path parameters over percent-decoded; Chalice's local gateway does not.
+                raw_path: str = getattr(self, "path", "")
+                route, sep, query = raw_path.partition("?")
+                self.path = "/".join(_decode_segment(seg) for seg in route.split("/")) + sep + query
                 with lock:
                     super()._generic_handle()
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+
+            def __getattr__(self, name: str) -> Any:
+                # any other method (TRACE, QUERY, ...) is answered 405 in the documented body, not http.server's 501
+                if name.startswith("do_"):
+                    return self._generic_handle
+                raise AttributeError(name)
+
+            def _send_error_response(self, error: Any) -> None:
+                """Chalice's local gateway answers an unknown path itself (403 "Missing Authentication Token", like
+                API Gateway); answer it as the documented 404 ErrorBody instead (chalicelib/api/system.py does
+                the same for Chalice's 405/415)."""
+                body = json.dumps(
+                    {"error": {"code": "not_found", "message": "no such path", "details": [{"field": "(path)"}]}}
+                )
+                self._send_http_response(404, {"Content-Type": "application/json"}, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from chalice.app import Blueprint, Response
 
-from chalicelib.api.auth import Role
-from chalicelib.api.common import require
-from chalicelib.api.errors import ApiError, handles_errors, respond
+from chalicelib.api.common import FIN, PM
+from chalicelib.api.declare import Call, Ok, QueryParam, Reply, endpoint
+from chalicelib.api.schemas import Reconciliation, SpendReport
 from chalicelib.bootstrap import deps
 from chalicelib.services import finance
 
@@ -23,35 +23,43 @@ def _wants_csv(fmt: str | None, accept: str) -> bool:
     return "text/csv" in accept.lower()
 
 
-@bp.route("/programs/{program_id}/spend", methods=["GET"])
-@handles_errors
-def spend(program_id: str) -> Any:
-    req: Any = bp.current_request
-    require(req, Role.FINANCE, Role.PROGRAM_MANAGER)
-    params: dict[str, str] = dict(req.query_params or {})
-    unknown = set(params) - {"group_by", "format"}
-    if unknown:
-        raise ApiError(400, "invalid_input", "unknown query parameters", [{"field": f} for f in sorted(unknown)])
-    group_by = params.get("group_by", "program")
-    if group_by not in _GROUPS:
-        raise ApiError(400, "invalid_input", f"group_by must be one of {list(_GROUPS)}", [{"field": "group_by"}])
-    fmt = params.get("format")
-    if fmt not in (None, "json", "csv"):
-        raise ApiError(400, "invalid_input", "format must be json or csv", [{"field": "format"}])
-    accept = str((req.headers or {}).get("accept", ""))
+@endpoint(
+    bp,
+    "GET",
+    "/programs/{program_id}/spend",
+    summary="Spend report from the ledger journal (JSON or CSV)",
+    tag="finance",
+    roles=(FIN, PM),
+    ok=(Ok(200, "the report", SpendReport, csv=True),),
+    errors=(404,),
+    query=(
+        QueryParam("group_by", "how rows are grouped", _GROUPS, "program"),
+        QueryParam("format", "json or csv; without it, an Accept header naming text/csv asks for CSV", ("json", "csv")),
+    ),
+)
+def spend(call: Call) -> Reply | Response:
+    program_id, group_by = call.params["program_id"], call.query["group_by"]
+    accept = str((call.request.headers or {}).get("accept", ""))
     report = finance.spend_report(deps(), program_id, cast(finance.GroupBy, group_by))
-    if _wants_csv(fmt, accept):
+    if _wants_csv(call.query.get("format"), accept):
         filename = f"spend-{program_id}-{group_by}.csv"
         return Response(
             body=finance.report_csv(report),
             status_code=200,
             headers={"Content-Type": "text/csv", "Content-Disposition": f'attachment; filename="{filename}"'},
         )
-    return respond(200, report)
+    return Reply(200, report)
 
 
-@bp.route("/programs/{program_id}/reconciliation", methods=["GET"])
-@handles_errors
-def reconciliation(program_id: str) -> Any:
-    require(bp.current_request, Role.FINANCE, Role.PROGRAM_MANAGER)
-    return respond(200, finance.reconcile(deps(), program_id))
+@endpoint(
+    bp,
+    "GET",
+    "/programs/{program_id}/reconciliation",
+    summary="Reconcile the journal against the balance",
+    tag="finance",
+    roles=(FIN, PM),
+    ok=(Ok(200, "the reconciliation", Reconciliation),),
+    errors=(404,),
+)
+def reconciliation(call: Call) -> Reply:
+    return Reply(200, finance.reconcile(deps(), call.params["program_id"]))

@@ -1,14 +1,24 @@
-"""Lab routes: a lab sees and acts on its own samples only."""
+"""Lab routes: a lab sees and acts on its own samples only.
+
+Lab scoping is part of each route's declaration: ``lab_scope="lab_id"`` (a lab names its own lab, else 403) or
+``lab_scope="order_id"`` (a sample of another lab and a sample that does not exist get the same 404 and body). The
+service functions still receive the caller's lab and check it again (defence in depth)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from chalice.app import Blueprint
 
-from chalicelib.api.auth import Forbidden, Principal, Role
-from chalicelib.api.common import correlation_id, require
-from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
+from chalicelib.api.auth import Principal
+from chalicelib.api.common import ENF, LAB, PM, correlation_id
+from chalicelib.api.declare import Call, Ok, Reply, endpoint
+from chalicelib.api.schemas import (
+    CustodyAppended,
+    CustodyReport,
+    EvidenceStored,
+    LabQueue,
+    ServiceQualityStored,
+    Verdict,
+)
 from chalicelib.bootstrap import deps
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import CustodyIn, EvidenceIn, ServiceQualityIn, VerdictIn
@@ -17,9 +27,19 @@ from chalicelib.services import lab
 bp = Blueprint(__name__)
 
 
-def _scope(who: Principal) -> str | None:
-    """The lab a caller is confined to (None for admin, who sees every lab)."""
-    return who.lab_id if who.role is Role.LAB else None
+@endpoint(
+    bp,
+    "GET",
+    "/labs/{lab_id}/queue",
+    summary="Samples waiting for this lab's verdict (a lab token sees its own lab only)",
+    tag="lab",
+    roles=(LAB,),
+    lab_scope="lab_id",
+    ok=(Ok(200, "the queue, oldest first", LabQueue),),
+)
+def queue(call: Call) -> Reply:
+    lab_id = call.params["lab_id"]
+    return Reply(200, {"lab_id": lab_id, "samples": lab.queue(deps(), lab_id)})
 
 
 def _actor(who: Principal) -> Actor:
@@ -27,54 +47,89 @@ def _actor(who: Principal) -> Actor:
     return Actor(subject=who.subject, role=who.role.value, lab_id=who.lab_id)
 
 
-@bp.route("/labs/{lab_id}/queue", methods=["GET"])
-@handles_errors
-def queue(lab_id: str) -> Any:
-    who = require(bp.current_request, Role.LAB)
-    if who.role is Role.LAB and who.lab_id != lab_id:
-        raise Forbidden(f"this token is for lab {who.lab_id}, not {lab_id}")
-    return respond(200, {"lab_id": lab_id, "samples": lab.queue(deps(), lab_id)})
+@endpoint(
+    bp,
+    "POST",
+    "/samples/{order_id}/verdict",
+    summary="Record the lab verdict of a sample (once; the same verdict again is idempotent)",
+    tag="lab",
+    roles=(LAB,),
+    lab_scope="order_id",
+    request=VerdictIn,
+    ok=(Ok(201, "the verdict was recorded", Verdict), Ok(200, "the same verdict was already recorded", Verdict)),
+    errors=(404, 409),
+    description="404 when the sample does not exist or is not assigned to the caller's lab (one answer for both); "
+    "409 conflict when a different verdict is already recorded, invalid_state when the sample is not at the lab.",
+)
+def verdict(call: Call) -> Reply:
+    who = call.who
+    stored, created = lab.post_verdict(
+        deps(), call.params["order_id"], call.lab_scope, _actor(who), call.body, correlation_id(call.request)
+    )
+    return Reply(201 if created else 200, stored.model_dump(mode="json"))
 
 
-@bp.route("/samples/{order_id}/verdict", methods=["POST"])
-@handles_errors
-def verdict(order_id: str) -> Any:
-    req = bp.current_request
-    who = require(req, Role.LAB)
-    body = parse_body(raw_body(req), VerdictIn)
-    stored, created = lab.post_verdict(deps(), order_id, _scope(who), _actor(who), body, correlation_id(req))
-    return respond(201 if created else 200, stored.model_dump(mode="json"))
-
-
-@bp.route("/samples/{order_id}/service-quality", methods=["POST"])
-@handles_errors
-def service_quality(order_id: str) -> Any:
-    req = bp.current_request
-    who = require(req, Role.LAB)
-    body = parse_body(raw_body(req), ServiceQualityIn)
-    return respond(200, lab.post_service_quality(deps(), order_id, _scope(who), body, correlation_id(req)))
-
-
-@bp.route("/samples/{order_id}/custody", methods=["POST"])
-@handles_errors
-def add_custody(order_id: str) -> Any:
-    req = bp.current_request
-    who = require(req, Role.LAB)
-    return respond(
-        201, lab.add_custody(deps(), order_id, _scope(who), _actor(who), parse_body(raw_body(req), CustodyIn))
+@endpoint(
+    bp,
+    "POST",
+    "/samples/{order_id}/service-quality",
+    summary="Rate the seller's service for a delivered sample",
+    tag="lab",
+    roles=(LAB,),
+    lab_scope="order_id",
+    request=ServiceQualityIn,
+    ok=(Ok(200, "the score was recorded", ServiceQualityStored),),
+    errors=(404, 409),
+)
+def service_quality(call: Call) -> Reply:
+    order_id = call.params["order_id"]
+    return Reply(
+        200, lab.post_service_quality(deps(), order_id, call.lab_scope, call.body, correlation_id(call.request))
     )
 
 
-@bp.route("/samples/{order_id}/custody", methods=["GET"])
-@handles_errors
-def custody(order_id: str) -> Any:
-    who = require(bp.current_request, Role.LAB, Role.ENFORCEMENT, Role.PROGRAM_MANAGER)
-    return respond(200, lab.custody_report(deps(), order_id, _scope(who)))
+@endpoint(
+    bp,
+    "POST",
+    "/samples/{order_id}/custody",
+    summary="Append a hand-over to the sample's hash-chained custody log",
+    tag="lab",
+    roles=(LAB,),
+    lab_scope="order_id",
+    request=CustodyIn,
+    ok=(Ok(201, "the entry was appended", CustodyAppended),),
+    errors=(404,),
+)
+def add_custody(call: Call) -> Reply:
+    return Reply(201, lab.add_custody(deps(), call.params["order_id"], call.lab_scope, _actor(call.who), call.body))
 
 
-@bp.route("/samples/{order_id}/evidence", methods=["POST"])
-@handles_errors
-def evidence(order_id: str) -> Any:
-    req = bp.current_request
-    who = require(req, Role.LAB)
-    return respond(201, lab.upload_evidence(deps(), order_id, _scope(who), parse_body(raw_body(req), EvidenceIn)))
+@endpoint(
+    bp,
+    "GET",
+    "/samples/{order_id}/custody",
+    summary="The sample's custody chain and whether it verifies",
+    tag="lab",
+    roles=(LAB, ENF, PM),
+    lab_scope="order_id",
+    ok=(Ok(200, "the chain and its verification", CustodyReport),),
+    errors=(404,),
+)
+def custody(call: Call) -> Reply:
+    return Reply(200, lab.custody_report(deps(), call.params["order_id"], call.lab_scope))
+
+
+@endpoint(
+    bp,
+    "POST",
+    "/samples/{order_id}/evidence",
+    summary="Store an evidence file in S3 under its SHA-256 (cited by custody entries and verdicts)",
+    tag="lab",
+    roles=(LAB,),
+    lab_scope="order_id",
+    request=EvidenceIn,
+    ok=(Ok(201, "stored; the body gives its sha256", EvidenceStored),),
+    errors=(404,),
+)
+def evidence(call: Call) -> Reply:
+    return Reply(201, lab.upload_evidence(deps(), call.params["order_id"], call.lab_scope, call.body))

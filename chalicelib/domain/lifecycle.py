@@ -136,3 +136,7 @@ def transition(status: OrderStatus, event: OrderEvent) -> OrderStatus:
 
 def allows(status: OrderStatus, event: OrderEvent) -> bool:
     return (status, event) in TRANSITIONS
+
+
+# Step Functions execution statuses after which no Catch ran: the safety net compensates these (app.py binds them).
+EXECUTION_ENDED_BADLY = ("FAILED", "TIMED_OUT", "ABORTED")

@@ -80,13 +80,17 @@ class Timeouts(Strict):
 
 
 class ProgramCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra={"x-constraints": ["period_end > period_start"]}
+    )
+
     name: str = Field(min_length=1, max_length=200)
     currency: Currency
     budget: Amount
     period_start: UtcDateTime
-    period_end: UtcDateTime
+    period_end: UtcDateTime = Field(description="must be after period_start")
     round_size: StrictInt = Field(ge=1, le=1_000_000, description="expected test buys per round")
-    exploration_share: float = Field(default=0.1, gt=0.0, le=1.0, strict=False)
+    exploration_share: float = Field(default=0.1, ge=1e-6, le=1.0, strict=False)
     blend: float = Field(default=0.5, ge=0.0, le=1.0, strict=False, description="1 = estimation, 0 = hunting")
     per_order_cap: Amount | None = None
     labs: list[Identifier] = Field(default_factory=lambda: ["lab-1"], min_length=1, max_length=50)
@@ -128,9 +132,13 @@ class RefundFeedIn(Strict):
     """One period of the marketplace's own refund data: all orders, and those refunded as suspect products. It gives
     the reference programme's headline metric, the marketplace-wide rate of refunds due to suspect products."""
 
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra={"x-constraints": ["suspect_refunds <= orders"]}
+    )
+
     period: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="calendar month, YYYY-MM")
     orders: StrictInt = Field(ge=1, le=10**13)
-    suspect_refunds: StrictInt = Field(ge=0, le=10**13)
+    suspect_refunds: StrictInt = Field(ge=0, le=10**13, description="at most orders")
 
     @field_validator("suspect_refunds")
     @classmethod
@@ -144,12 +152,44 @@ class RefundFeedIn(Strict):
 # -------------------------------------------------------------------------------------------------------- sellers
 
 
+class SellerSignals(BaseModel):
+    """What the platform knows about a seller; ``None`` means unknown. Rates and scores are in [0, 1]."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"x-constraints": ["past_counterfeits <= past_testbuys (missing: 0)"]},
+    )
+
+    identity_verified: bool | None = None
+    credibility: float | None = Field(default=None, ge=0.0, le=1.0)
+    policy_compliance: float | None = Field(default=None, ge=0.0, le=1.0)
+    penalty_count: int | None = Field(default=None, ge=0)
+    positive_behaviour: float | None = Field(default=None, ge=0.0, le=1.0)
+    collaboration: float | None = Field(default=None, ge=0.0, le=1.0)
+    complaint_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    refund_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    past_testbuys: int | None = Field(default=None, ge=0)
+    past_counterfeits: int | None = Field(default=None, ge=0)
+    price_anomaly: float | None = Field(default=None, allow_inf_nan=False)
+    account_age_days: int | None = Field(default=None, ge=0)
+    linked_accounts: int | None = Field(default=None, ge=0)
+
+    @field_validator("past_counterfeits")
+    @classmethod
+    def _not_more_fakes_than_buys(cls, v: int | None, info: ValidationInfo) -> int | None:
+        buys = info.data.get("past_testbuys") or 0  # unknown counts as none, as the risk model reads it
+        if v is not None and v > buys:
+            raise ValueError("past_counterfeits cannot exceed past_testbuys (a missing past_testbuys counts as 0)")
+        return v
+
+
 class SellerIn(Strict):
     seller_id: Identifier
     category: Identifier
     expected_cost: Amount
-    risk: StrictFloat | None = Field(default=None, gt=0.0, lt=1.0)
-    signals: dict[str, StrictFloat | StrictInt | StrictBool | None] | None = None
+    risk: StrictFloat | None = Field(default=None, ge=1e-6, lt=1.0, description="below one in a million is refused")
+    signals: SellerSignals | None = None
     linked_sellers: list[Identifier] = Field(default_factory=list, max_length=100)
     eligible: StrictBool = True
 

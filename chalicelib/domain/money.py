@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StrictInt
+from pydantic import AfterValidator, Field, StrictInt, WithJsonSchema
 
 from chalicelib.domain.errors import CurrencyMismatch
 
@@ -17,12 +17,17 @@ _ISO4217 = re.compile(r"^[A-Z]{3}$")
 
 
 def _check_currency(value: str) -> str:
-    if not _ISO4217.match(value):
+    if not _ISO4217.fullmatch(value):
         raise ValueError("currency must be an ISO 4217 code of three capital letters, e.g. CNY")
     return value
 
 
-Currency = Annotated[str, AfterValidator(_check_currency)]
+# The pattern is in the JSON Schema too (OpenAPI document and server agree); the validator gives the clear message.
+Currency = Annotated[
+    str,
+    AfterValidator(_check_currency),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code, e.g. CNY"}),
+]
 Amount = Annotated[StrictInt, Field(gt=0, le=MAX_MINOR_UNITS)]
 NonNegativeAmount = Annotated[StrictInt, Field(ge=0, le=MAX_MINOR_UNITS)]
 

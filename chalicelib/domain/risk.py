@@ -42,39 +42,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chalicelib.domain.models import (
+    SellerSignals as SellerSignals,  # re-exported; defined with the input models (they must not import numpy)
+)
 
 RISK_FLOOR = 1e-4
 RISK_CEIL = 1.0 - 1e-4
 Z_CAP = 6.0
-
-
-class SellerSignals(BaseModel):
-    """What the platform knows about a seller; ``None`` means unknown. Rates and scores are in [0, 1]."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    identity_verified: bool | None = None
-    credibility: float | None = Field(default=None, ge=0.0, le=1.0)
-    policy_compliance: float | None = Field(default=None, ge=0.0, le=1.0)
-    penalty_count: int | None = Field(default=None, ge=0)
-    positive_behaviour: float | None = Field(default=None, ge=0.0, le=1.0)
-    collaboration: float | None = Field(default=None, ge=0.0, le=1.0)
-    complaint_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    refund_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    past_testbuys: int | None = Field(default=None, ge=0)
-    past_counterfeits: int | None = Field(default=None, ge=0)
-    price_anomaly: float | None = Field(default=None, allow_inf_nan=False)
-    account_age_days: int | None = Field(default=None, ge=0)
-    linked_accounts: int | None = Field(default=None, ge=0)
-
-    @field_validator("past_counterfeits")
-    @classmethod
-    def _not_more_fakes_than_buys(cls, v: int | None, info: ValidationInfo) -> int | None:
-        buys = info.data.get("past_testbuys")
-        if v is not None and buys is not None and v > buys:
-            raise ValueError("past_counterfeits cannot exceed past_testbuys")
-        return v
 
 
 @dataclass(frozen=True)

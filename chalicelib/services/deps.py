@@ -20,6 +20,7 @@ from chalicelib.ports import (
     PersonaRepository,
     ProgramRepository,
     RoundRepository,
+    WebhookReceipts,
     Workflow,
 )
 
@@ -45,3 +46,4 @@ class Deps:
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
     # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
     custody_key: CustodyKey | None = None
+    webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not

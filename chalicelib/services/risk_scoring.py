@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from chalicelib.domain.errors import InvalidInput
-from chalicelib.domain.risk import RiskModel, SellerSignals
+from chalicelib.domain.models import SellerSignals
+from chalicelib.domain.risk import RiskModel
 
 
-def risk_for(risk: float | None, signals: Mapping[str, object] | None, model: RiskModel | None = None) -> float:
+def risk_for(
+    risk: float | None, signals: SellerSignals | Mapping[str, object] | None, model: RiskModel | None = None
+) -> float:
     """``risk`` if given (already in (0,1) by validation), else the model score over ``signals`` with the seller's
     own test-buy history folded in. Neither given is an error."""
     if risk is not None:
@@ -18,7 +21,7 @@ def risk_for(risk: float | None, signals: Mapping[str, object] | None, model: Ri
     if signals is None:
         raise InvalidInput("give either risk or signals for every seller")
     try:
-        parsed = SellerSignals.model_validate(dict(signals))
+        parsed = signals if isinstance(signals, SellerSignals) else SellerSignals.model_validate(dict(signals))
     except ValidationError as exc:
         raise InvalidInput(
             "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

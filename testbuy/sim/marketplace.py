@@ -252,7 +252,8 @@ class MarketplaceSim:
             method="POST",
             headers={
                 "Content-Type": "application/json",
-                "X-Testbuy-Signature": sign_webhook(self.webhook_secret, body),
+                # Standard Webhooks: the id is the same on every retry of this notice (the receiver deduplicates)
+                **sign_webhook(self.webhook_secret, body, f"msg_{order.marketplace_order_id}_delivered"),
             },
         )
         try:

@@ -60,52 +60,85 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
 # ------------------------------------------------------------------------------------------------ routes
 
 
-def test_every_app_route_is_documented_and_agrees_with_the_code() -> None:
-    assert contracts.route_problems() == []
-    assert set(contracts.app_routes()) == set(contracts.ROUTES)
-
-
-def test_an_undocumented_or_vanished_route_is_reported() -> None:
+def test_every_app_route_is_a_declared_one() -> None:
+    """A Chalice route can only come from a declaration: same set of (method, path), and each view is the
+    declaration's own wrapper (so a bare ``@bp.route`` next to a declared path is caught too)."""
     routes = contracts.app_routes()
-    extra = dict(routes)
-    extra[("DELETE", "/programs/{program_id}")] = routes[("GET", "/health")]
-    assert any("DELETE /programs/{program_id}" in p and "no entry" in p for p in contracts.route_problems(extra))
-    fewer = {k: v for k, v in routes.items() if k != ("GET", "/orders/{order_id}")}
-    assert any("GET /orders/{order_id}" in p and "no such route" in p for p in contracts.route_problems(fewer))
+    assert contracts.route_problems() == []
+    assert set(routes) == set(contracts.declarations())
+    for key, entry in routes.items():
+        assert entry.view_function.__declaration__ is contracts.declarations()[key], key
 
 
-def test_registry_drift_from_the_code_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    key = ("GET", "/programs/{program_id}")
-    changed = dict(contracts.ROUTES)
-    changed[key] = contracts.RouteDoc(summary="x", tag="programs", roles=("finance",), success={201: "x"})
-    monkeypatch.setattr(contracts, "ROUTES", changed)
-    problems = contracts.route_problems()
-    assert any("requires roles" in p for p in problems)
-    assert any("answers [200]" in p for p in problems)
+def test_a_route_added_without_a_declaration_is_reported() -> None:
+    from chalice.app import Chalice
+
+    from chalicelib.api.declare import DECLARATIONS, Ok, endpoint
+    from chalicelib.api.schemas import Health
+    from testbuy.localstack import load_app
+
+    real = load_app().app
+    app = Chalice(app_name="probe")
+    for entry_path, methods in real.routes.items():
+        for method, entry in methods.items():
+            app.routes[entry_path][method] = entry
+
+    @app.route("/undeclared", methods=["GET"])
+    def undeclared() -> dict[str, str]:
+        return {}
+
+    @app.route("/health", methods=["POST"])
+    def sneaky() -> dict[str, str]:
+        return {}
+
+    problems = contracts.route_problems({(m, p): e for p, ms in app.routes.items() for m, e in ms.items()})
+    assert any("GET /undeclared" in p and "declare it" in p for p in problems), problems
+    assert any("POST /health" in p for p in problems), problems
+    fewer = {k: v for k, v in contracts.app_routes().items() if k != ("GET", "/orders/{order_id}")}
+    assert any("GET /orders/{order_id}" in p and "does not serve" in p for p in contracts.route_problems(fewer))
+    # and the declaration itself refuses the usual mistakes
+    from chalice.app import Blueprint
+
+    bp = Blueprint("probe")
+    with pytest.raises(TypeError, match="declared twice"):
+        endpoint(bp, "GET", "/health", summary="x", tag="x", auth="none", ok=(Ok(200, "x", Health),))
+    with pytest.raises(TypeError, match="lab_scope"):
+        from chalicelib.api.auth import Role
+
+        endpoint(bp, "GET", "/probe/{x}", summary="x", tag="x", roles=(Role.LAB,), ok=(Ok(200, "x", Health),))
+    assert ("GET", "/probe/{x}") not in DECLARATIONS
 
 
 def test_openapi_operations_document_roles_errors_and_security() -> None:
     doc = contracts.openapi_document()
     ops = {(m.upper(), p): op for p, item in doc["paths"].items() for m, op in item.items()}
-    assert set(ops) == set(contracts.ROUTES)
+    assert set(ops) == set(contracts.declarations())
     assert ops[("GET", "/programs/{program_id}/personas/{persona_id}")]["x-roles"] == ["admin"]
     assert ops[("GET", "/labs/{lab_id}/queue")]["x-roles"] == ["admin", "lab"]
-    assert ops[("POST", "/webhooks/delivery")]["security"] == [{"webhookSignature": []}]
+    assert ops[("POST", "/samples/{order_id}/verdict")]["x-lab-scope"] == "order_id"
+    webhook_security = [{"webhookId": [], "webhookTimestamp": [], "webhookSignature": []}]
+    assert ops[("POST", "/webhooks/delivery")]["security"] == webhook_security
     assert ops[("GET", "/health")]["security"] == []
-    assert ops[("POST", "/samples/{order_id}/verdict")]["responses"].keys() >= {"200", "201", "409"}
+    assert ops[("POST", "/samples/{order_id}/verdict")]["responses"].keys() >= {"200", "201", "404", "409"}
     for (method, path), op in ops.items():
         responses = op["responses"]
         if path != "/health":
             assert "401" in responses, (method, path)
-        if op["security"] and op["security"][0] != {"webhookSignature": []}:
+        if op["security"] and op["security"] != webhook_security:
             assert "403" in responses, (method, path)
+        for param in op.get("parameters", []):
+            if param["in"] == "path":
+                assert param["schema"]["maxLength"] <= 128 and param["schema"]["pattern"].startswith("^")
+                assert "400" in responses
         if "requestBody" in op:
-            assert {"400", "413"} <= responses.keys(), (method, path)
+            assert {"400", "413", "415"} <= responses.keys(), (method, path)
             ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
         for status, resp in responses.items():
             if int(status) >= 400:
                 assert resp == {"$ref": f"#/components/responses/E{status}"}
+            else:  # every success answer has a model
+                assert "$ref" in resp["content"]["application/json"]["schema"], (method, path, status)
     # every $ref resolves
     text = json.dumps(doc)
     for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:
@@ -115,12 +148,26 @@ def test_openapi_operations_document_roles_errors_and_security() -> None:
 def test_request_schemas_come_from_the_pydantic_models() -> None:
     doc = contracts.openapi_document()
     schemas = doc["components"]["schemas"]
-    for route in contracts.ROUTES.values():
-        if route.request is not None:
-            generated = route.request.model_json_schema(ref_template="#/components/schemas/{model}")
+    for decl in contracts.declarations().values():
+        if decl.request is not None:
+            generated = decl.request.model_json_schema(ref_template="#/components/schemas/{model}")
             generated.pop("$defs", None)
-            assert schemas[route.request.__name__] == generated
+            assert schemas[decl.request.__name__] == generated
     assert schemas["SellerImport"]["properties"]["sellers"]["maxItems"] == 500
+
+
+def test_the_document_states_what_the_server_enforces() -> None:
+    """Issue 8 item 10: currency pattern, cross-field rules, the balance of GET /programs/{id}."""
+    schemas = contracts.openapi_document()["components"]["schemas"]
+    assert schemas["FundRequest"]["properties"]["currency"]["pattern"] == "^[A-Z]{3}$"
+    assert schemas["ProgramCreate"]["properties"]["currency"]["pattern"] == "^[A-Z]{3}$"
+    assert schemas["ProgramCreate"]["x-constraints"] == ["period_end > period_start"]
+    assert schemas["RefundFeedIn"]["x-constraints"] == ["suspect_refunds <= orders"]
+    balance = set(schemas["BalanceOut"]["properties"])
+    assert balance == set(schemas["SpendReport"]["properties"]["balance"] and schemas["BalanceOut"]["properties"])
+    assert "spent" in balance
+    assert schemas["ProgramView"]["properties"]["balance"] == {"$ref": "#/components/schemas/BalanceOut"}
+    assert schemas["Reconciliation"]["properties"]["stored"] == {"$ref": "#/components/schemas/BalanceOut"}
 
 
 # ------------------------------------------------------------------------------------------------ privacy

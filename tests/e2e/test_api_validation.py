@@ -2,13 +2,15 @@
 
 Every refusal must come back with the documented status and body ``{"error": {"code", "message", "details"}}`` (the
 ErrorBody schema of docs/openapi.json), name the offending field for 400s, and leave stored state exactly as it was
-(read through the real adapters before and after). Routes and their roles come from ``testbuy.contracts.ROUTES``, so
-a new route is covered by the authentication and role cases as soon as it is documented.
+(read through the real adapters before and after). Routes, roles, path parameters and statuses come from the routes'
+declarations (``testbuy.contracts.declarations()``), so a new route is covered by the authentication, role, path
+parameter and lab-scoping cases as soon as it exists (it cannot exist without a declaration).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -23,7 +25,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
-from chalicelib.api.auth import Role, issue_token, sign_webhook
+from chalicelib.api.auth import AUDIENCE, ISSUER, Role, issue_token, sign_webhook
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import (
     CustodyIn,
@@ -247,6 +249,8 @@ def scope_of(cs: Case) -> set[str]:
         scope.add("persona")
     if cs.route.endswith("/evidence"):
         scope.add("evidence")
+    if not scope and cs.path is not None:  # a path parameter replaced by junk: what the valid path could touch
+        return scope_of(dataclasses.replace(cs, path=None))
     return scope
 
 
@@ -349,7 +353,7 @@ _UNSET = object()
 @dataclass(frozen=True)
 class Case:
     method: str
-    route: str  # the route template, as in contracts.ROUTES
+    route: str  # the route template, as declared
     status: int
     code: str
     field: str | None = None  # a 400 must name this field in details
@@ -358,17 +362,20 @@ class Case:
     lab: str | None = None  # lab token's lab (default LAB_A)
     body: Any = _UNSET  # default: the route's valid body (if it takes one)
     raw: bytes | None = None
-    auth: str = "token"  # token | none | garbage | basic | wrong_secret | expired | no_role
-    signature: str = "valid"  # for the webhook: valid | none | garbage | wrong_secret | stale | other_body
+    auth: str = "token"  # token | none | garbage | basic | wrong_secret | expired | no_role | bad_alg | ...
+    signature: str = "valid"  # for the webhook: valid | none | garbage | wrong_secret | stale | future | ...
+
+
+DECLS = contracts.declarations()
 
 
 def valid_role(route: str, method: str) -> tuple[str | None, str | None]:
-    doc = contracts.ROUTES[(method, route)]
+    doc = DECLS[(method, route)]
     if doc.auth != "bearer":
         return None, None
     if not doc.roles:
         return "admin", None
-    role = doc.roles[0]
+    role = doc.roles[0].value
     return role, (LAB_A if role == "lab" else None)
 
 
@@ -431,7 +438,7 @@ def b(route: str, **changes: Any) -> dict[str, Any]:
     return {**VALID[route](), **changes}
 
 
-BIG = [-1, 0, 2**53 + 1, 2**63 + 1, 2**64 * 3, "NaN", 1.5, 1e3, True]
+BIG = [-1, 0, 2**53 + 1, 2**63 + 1, 2**64 * 3, "NaN", 1.5, 1e300, True]  # (5.0 and 1e3 are integers: accepted)
 
 
 def value_cases() -> list[Any]:
@@ -496,7 +503,7 @@ def value_cases() -> list[Any]:
         (q, "communication=6", b(q, communication=6), "communication"),
         (q, "delivery_days=-1", b(q, delivery_days=-1), "delivery_days"),
         (q, "delivery_days=2**63", b(q, delivery_days=2**63), "delivery_days"),
-        (q, "description_accuracy=4.0", b(q, description_accuracy=4.0), "description_accuracy"),
+        (q, "description_accuracy=4.5", b(q, description_accuracy=4.5), "description_accuracy"),
         (c, "from_party empty", b(c, from_party=""), "from_party"),
         (c, "evidence not sha256", b(c, evidence=["ABC"]), "evidence.0"),
         (w, "status unknown", b(w, status="lost"), "status"),
@@ -526,24 +533,38 @@ def value_cases() -> list[Any]:
     return params
 
 
-TOKENS = ("none", "garbage", "basic", "wrong_secret", "expired", "no_role", "bad_alg")
+TOKENS = (
+    "none",
+    "garbage",
+    "basic",
+    "wrong_secret",
+    "expired",
+    "no_role",
+    "bad_alg",
+    "malformed_exp",
+    "not_yet_valid",
+    "wrong_audience",
+    "wrong_issuer",
+    "lab_without_lab_id",
+)
+SIGNATURES = ("none", "garbage", "wrong_secret", "stale", "future", "other_body", "non_ascii", "bad_base64", "bad_ts")
 
 
 def auth_cases() -> list[Any]:
     out = []
-    for (method, route), doc in sorted(contracts.ROUTES.items()):
+    for (method, route), doc in sorted(DECLS.items()):
         if doc.auth == "bearer":
             for how in TOKENS:
                 out.append(
                     pytest.param(case(method, route, 401, "unauthorized", auth=how), id=f"{method} {route} {how}")
                 )
-            admitted = {*doc.roles, "admin"}
+            admitted = set(doc.admitted)
             for role in sorted({r.value for r in Role} - admitted):
                 out.append(
                     pytest.param(case(method, route, 403, "forbidden", role=role), id=f"{method} {route} as {role}")
                 )
         elif doc.auth == "webhook":
-            for how in ("none", "garbage", "wrong_secret", "stale", "other_body"):
+            for how in SIGNATURES:
                 out.append(
                     pytest.param(
                         case(method, route, 401, "unauthorized", signature=how), id=f"{method} {route} sig {how}"
@@ -552,9 +573,25 @@ def auth_cases() -> list[Any]:
     return out
 
 
+def path_param_cases() -> list[Any]:
+    """Every path parameter of every route: over-long (would exceed DynamoDB's key limit), and not an identifier."""
+    out = []
+    for (method, route), doc in sorted(DECLS.items()):
+        for name in doc.params:
+            for label, value in (("over-long", "x" * 3000), ("one too long", "a" * 129), ("not an id", "a%20b")):
+                path = concrete(route).replace(PARAMS[name], value)
+                out.append(
+                    pytest.param(
+                        case(method, route, 400, "invalid_input", field=name, path=path),
+                        id=f"{method} {route} {name} {label}",
+                    )
+                )
+    return out
+
+
 def not_found_cases() -> list[Any]:
     out = []
-    for (method, route), doc in sorted(contracts.ROUTES.items()):
+    for (method, route), doc in sorted(DECLS.items()):
         if 404 not in doc.errors or doc.auth == "webhook":  # the webhook's ids are in its body: below
             continue
         templ = concrete(route)
@@ -578,8 +615,7 @@ def not_found_cases() -> list[Any]:
 
 
 def other_cases() -> list[Any]:
-    r, v = "/programs/{program_id}/rounds", "/samples/{order_id}/verdict"
-    q, c = "/samples/{order_id}/service-quality", "/samples/{order_id}/custody"
+    r, c = "/programs/{program_id}/rounds", "/samples/{order_id}/custody"
     sp = "/programs/{program_id}/spend"
     out = [
         (case("POST", r, 409, "invalid_state", path="/programs/{no_sellers}/rounds"), "round without sellers"),
@@ -597,18 +633,36 @@ def other_cases() -> list[Any]:
             ),
             "funding reference reused with another amount",
         ),
-        # lab scoping: a lab-A token on lab B's queue and samples
+        # lab scoping: a lab-A token on lab B's queue (403) and samples (404, as for a sample that does not exist)
         (case("GET", "/labs/{lab_id}/queue", 403, "forbidden", path="/labs/{lab_b}/queue"), "lab A reads lab B queue"),
-        (case("POST", v, 403, "forbidden", path="/samples/{order_b}/verdict"), "lab A verdict on lab B sample"),
-        (case("POST", q, 403, "forbidden", path="/samples/{order_b}/service-quality"), "lab A rates lab B sample"),
-        (case("POST", c, 403, "forbidden", path="/samples/{order_b}/custody"), "lab A custody on lab B sample"),
-        (case("GET", c, 403, "forbidden", path="/samples/{order_b}/custody"), "lab A reads lab B custody"),
-        (case("GET", c, 403, "forbidden", path="/samples/{order_b}/custody", lab=f"lab-z-{RUN}"), "other lab custody"),
+        (case("GET", c, 404, "not_found", path="/samples/{order_b}/custody", lab=f"lab-z-{RUN}"), "other lab custody"),
     ]
+    for (method, route), doc in sorted(DECLS.items()):
+        if doc.lab_scope == "order_id":
+            for label, target in (("another lab's sample", "{order_b}"), ("an unknown sample", "{missing}")):
+                path = concrete(route).replace("{order_a}", target)
+                out.append(
+                    (
+                        case(method, route, 404, "not_found", field="order_id", path=path, role="lab", lab=LAB_A),
+                        f"lab A: {method} {route} on {label}",
+                    )
+                )
     return [pytest.param(cs, id=label) for cs, label in out]
 
 
 # ====================================================================================================== running
+
+
+def _forge(w: World, claims: dict[str, Any], alg: str = "HS256") -> str:
+    """A token signed with the stack's real secret but with the given header algorithm and claims."""
+    import base64
+
+    def enc(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    signing = f"{enc({'alg': alg, 'typ': 'JWT'})}.{enc(claims)}"
+    sig = base64.urlsafe_b64encode(hmac.new(w.token_secret.encode(), signing.encode(), hashlib.sha256).digest())
+    return f"Bearer {signing}.{sig.rstrip(b'=').decode()}"
 
 
 def _token(w: World, cs: Case) -> str | None:
@@ -620,39 +674,46 @@ def _token(w: World, cs: Case) -> str | None:
     if cs.auth == "basic":
         return "Basic dXNlcjpwYXNz"
     if cs.auth == "wrong_secret":
-        return "Bearer " + issue_token("not-the-secret-at-all", Role(role), "x", lab)
+        return "Bearer " + issue_token("not-the-secret-at-all-" + "x" * 16, Role(role), "x", lab)
     if cs.auth == "expired":
         return "Bearer " + issue_token(w.token_secret, Role(role), "x", lab, ttl_seconds=60, now=time.time() - 3600)
-    if cs.auth in ("no_role", "bad_alg"):
-        import base64
-
-        def enc(obj: dict[str, Any]) -> str:
-            return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-        claims = {"sub": "x", "exp": int(time.time()) + 600}
-        if cs.auth == "no_role":
-            claims["role"] = "superuser"
-        else:
-            claims["role"] = role
-        head = enc({"alg": "none" if cs.auth == "bad_alg" else "HS256", "typ": "JWT"})
-        signing = f"{head}.{enc(claims)}"
-        sig = base64.urlsafe_b64encode(hmac.new(w.token_secret.encode(), signing.encode(), hashlib.sha256).digest())
-        return f"Bearer {signing}.{sig.rstrip(b'=').decode()}"
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "role": role, "iat": now, "nbf": now}
+    claims["exp"] = now + 600
+    if lab:
+        claims["lab_id"] = lab
+    changes: dict[str, dict[str, Any]] = {
+        "no_role": {"role": "superuser"},
+        "malformed_exp": {"exp": "soon"},
+        "not_yet_valid": {"nbf": now + 3600},
+        "wrong_audience": {"aud": "another-api"},
+        "wrong_issuer": {"iss": "someone-else"},
+        "lab_without_lab_id": {"role": "lab", "lab_id": None},
+    }
+    if cs.auth in changes:
+        claims.update(changes[cs.auth])
+        return _forge(w, {k: v for k, v in claims.items() if v is not None})
+    if cs.auth == "bad_alg":
+        return _forge(w, claims, alg="none")
     return "Bearer " + issue_token(w.token_secret, Role(role), f"tester-{role}", lab)
 
 
-def _signature(w: World, cs: Case, raw: bytes) -> str | None:
-    if cs.signature == "none":
-        return None
-    if cs.signature == "garbage":
-        return "sha256=deadbeef"
-    if cs.signature == "wrong_secret":
-        return sign_webhook("not-the-webhook-secret", raw)
-    if cs.signature == "stale":
-        return sign_webhook(w.webhook_secret, raw, timestamp=int(time.time()) - 3600)
-    if cs.signature == "other_body":
-        return sign_webhook(w.webhook_secret, raw + b" ")
-    return sign_webhook(w.webhook_secret, raw)
+def _signature(w: World, cs: Case, raw: bytes, msg_id: str) -> dict[str, str]:
+    now = int(time.time())
+    valid = sign_webhook(w.webhook_secret, raw, msg_id, timestamp=now)
+    other = "whsec_" + __import__("base64").b64encode(b"not-the-webhook-secret!!").decode()
+    return {
+        "valid": valid,
+        "none": {},
+        "garbage": {**valid, "webhook-signature": "sha256=deadbeef"},
+        "wrong_secret": sign_webhook(other, raw, msg_id, timestamp=now),
+        "stale": sign_webhook(w.webhook_secret, raw, msg_id, timestamp=now - 3600),
+        "future": sign_webhook(w.webhook_secret, raw, msg_id, timestamp=now + 3600),
+        "other_body": sign_webhook(w.webhook_secret, raw + b" ", msg_id, timestamp=now),
+        "non_ascii": {**valid, "webhook-signature": "v1,\u00e9" + valid["webhook-signature"][4:]},
+        "bad_base64": {**valid, "webhook-signature": "v1,!!!!"},
+        "bad_ts": {**valid, "webhook-timestamp": f"{now}.0"},
+    }[cs.signature]
 
 
 def _fill_body(w: World, body: Any) -> Any:
@@ -676,14 +737,28 @@ def send(w: World, cs: Case) -> tuple[int, Any]:
     if token:
         headers["Authorization"] = token
     if cs.route == "/webhooks/delivery":
-        sig = _signature(w, cs, raw or b"")
-        if sig:
-            headers["X-Testbuy-Signature"] = sig
+        headers.update(_signature(w, cs, raw or b"", case_msg_id(cs)))
     status, payload, _ = ApiClient(w.url).request(cs.method, path, headers=headers, raw=raw)
     return status, payload
 
 
-ALL_CASES = body_cases() + value_cases() + auth_cases() + not_found_cases() + other_cases()
+def case_msg_id(cs: Case) -> str:
+    """A webhook-id of its own for each case: a refused notice must leave no receipt under it."""
+    return "msg_case_" + hashlib.sha256(repr(cs).encode()).hexdigest()[:24]
+
+
+def receipt(d: Any, msg_id: str) -> Any:
+    import boto3
+
+    from chalicelib.config import settings
+
+    item = boto3.client("dynamodb", region_name=settings().region).get_item(
+        TableName=settings().data_table, Key={"pk": {"S": f"WEBHOOK#{msg_id}"}, "sk": {"S": "RECEIPT"}}
+    )
+    return item.get("Item")
+
+
+ALL_CASES = body_cases() + value_cases() + auth_cases() + path_param_cases() + not_found_cases() + other_cases()
 
 
 @pytest.mark.parametrize("cs", ALL_CASES)
@@ -702,15 +777,19 @@ def test_bad_request_is_refused_with_the_documented_error_and_no_change(world: W
         assert cs.field in fields, payload
     after = snapshot(adapters, world, scope)
     assert after == before
+    if cs.route == "/webhooks/delivery":
+        assert receipt(adapters, case_msg_id(cs)) is None
     if "refused" in scope:  # BAD_NAME is used by refused requests only, so there was none before either
         assert _programmes_named(BAD_NAME) == []
 
 
 def test_every_route_is_exercised() -> None:
     covered = {(c.values[0].method, c.values[0].route) for c in ALL_CASES}
-    protected = {k for k, d in contracts.ROUTES.items() if d.auth != "none"}
+    protected = {k for k, d in DECLS.items() if d.auth != "none"}
     assert protected <= covered, sorted(protected - covered)
-    assert set(MODELS) == {path for (m, path), d in contracts.ROUTES.items() if d.request is not None}
+    assert set(MODELS) == {path for (m, path), d in DECLS.items() if d.request is not None}
+    with_params = {k for k, d in DECLS.items() if d.params}
+    assert with_params <= {(c.values[0].method, c.values[0].route) for c in path_param_cases()}
 
 
 # ====================================================================================================== happy paths
@@ -739,7 +818,7 @@ def test_verdict_is_recorded_once_same_again_is_idempotent_a_different_one_confl
     status, payload, _ = world.client("lab", LAB_B).request(
         "POST", f"/samples/{oid}/verdict", {"verdict": "counterfeit"}
     )
-    assert status == 403 and payload["error"]["code"] == "forbidden"
+    assert status == 404 and payload["error"]["code"] == "not_found"
 
 
 def snapshot_order(d: Any, oid: str) -> dict[str, Any]:
@@ -786,17 +865,78 @@ def test_valid_bodies_of_the_cases_are_accepted(world: World, adapters: Any) -> 
     pid = prog["program_id"]
     for route in ("/programs/{program_id}/funding", "/programs/{program_id}/sellers"):
         status, payload, _ = pm.request("POST", route.replace("{program_id}", pid), VALID[route]())
-        assert status in contracts.ROUTES[("POST", route)].success, payload
+        assert status in {o.status for o in DECLS[("POST", route)].ok}, payload
     RoundStart.model_validate_json(json.dumps(VALID["/programs/{program_id}/rounds"]()))  # (no round started here)
     oid = make_order_at_lab(adapters, pid, LAB_A)
     lab = world.client("lab", LAB_A)
     for route in ("/samples/{order_id}/service-quality", "/samples/{order_id}/custody", "/samples/{order_id}/verdict"):
         status, payload, _ = lab.request("POST", route.replace("{order_id}", oid), VALID[route]())
-        assert status in contracts.ROUTES[("POST", route)].success, payload
+        assert status in {o.status for o in DECLS[("POST", route)].ok}, payload
     notice = _fill_body(world, VALID["/webhooks/delivery"]())
     notice.update(order_id=oid, marketplace_order_id=f"mk-{oid}")
     raw = json.dumps(notice).encode()
     status, payload, _ = ApiClient(world.url).request(
-        "POST", "/webhooks/delivery", raw=raw, headers={"X-Testbuy-Signature": sign_webhook(world.webhook_secret, raw)}
+        "POST", "/webhooks/delivery", raw=raw, headers=sign_webhook(world.webhook_secret, raw, f"msg_ok_{oid}")
     )
     assert status == 202, payload
+
+
+def test_a_lab_gets_one_answer_for_not_yours_and_does_not_exist(world: World) -> None:
+    """No existence oracle: the same status and body, the requested id aside, for every lab-scoped route."""
+    lab = world.client("lab", LAB_A)
+    for (method, route), doc in sorted(DECLS.items()):
+        if doc.lab_scope != "order_id":
+            continue
+        body = VALID.get(route, dict)() if method == "POST" else None
+        answers = []
+        for target in (world.order_b, "does-not-exist-0"):
+            status, payload, _ = lab.request(method, route.replace("{order_id}", target), body)
+            answers.append((status, json.dumps(payload).replace(target, "<id>")))
+        assert answers[0] == answers[1], (route, answers)
+        assert answers[0][0] == 404
+
+
+def test_integral_numbers_are_integers_as_json_schema_says(world: World) -> None:
+    """5.0 and 1e3 are JSON Schema integers: accepted as 5 and 1000; 5.5 is refused."""
+    pm = world.client("program_manager")
+    status, prog, _ = pm.request(
+        "POST", "/programs", program_body(name=f"contract-int-{RUN}", budget=5_000_000.0, round_size=3e0)
+    )
+    assert status == 201, prog
+    assert prog["budget"] == 5_000_000 and isinstance(prog["budget"], int) and prog["round_size"] == 3
+    path = f"/programs/{prog['program_id']}/funding"
+    status, funded, _ = pm.request("POST", path, {"amount": 1e3, "currency": "USD", "reference": "int-1"})
+    assert status == 200 and funded["balance"]["funded"] == 1000, funded
+    status, payload, _ = pm.request("POST", path, {"amount": 1000.5, "currency": "USD", "reference": "int-2"})
+    assert status == 400 and "amount" in [d["field"] for d in payload["error"]["details"]]
+
+
+def test_get_program_returns_the_balance_fields_of_the_finance_routes(world: World) -> None:
+    fin = world.client("finance")
+    status, program, _ = fin.request("GET", f"/programs/{world.program}")
+    assert status == 200
+    status, report, _ = fin.request("GET", f"/programs/{world.program}/spend")
+    assert status == 200
+    assert program["balance"] == report["balance"]
+    assert program["balance"]["spent"] == program["balance"]["captured"] - program["balance"]["recovered"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "raw", "status", "code"),
+    [
+        ("GET", "/no/such/path", {}, None, 404, "not_found"),
+        ("DELETE", "/health", {}, None, 405, "method_not_allowed"),
+        ("PUT", "/programs", {}, b"{}", 405, "method_not_allowed"),
+        ("POST", "/programs", {"Content-Type": "text/plain"}, b"{}", 415, "unsupported_media_type"),
+        ("POST", "/webhooks/delivery", {"Content-Type": "application/xml"}, b"<a/>", 415, "unsupported_media_type"),
+    ],
+)
+def test_chalice_own_errors_use_the_documented_body(
+    world: World, method: str, path: str, headers: dict[str, str], raw: bytes | None, status: int, code: str
+) -> None:
+    got, payload, answer_headers = world.client("program_manager").request(method, path, raw=raw, headers=headers)
+    assert got == status, payload
+    assert not list(error_validator().iter_errors(payload)), payload
+    assert payload["error"]["code"] == code
+    if status == 405:
+        assert answer_headers.get("Allow")

@@ -191,9 +191,9 @@ def test_custody_chain_of_a_settled_sample_verifies_and_a_tampered_copy_does_not
     actors = [e["actor"] for e in report["entries"]]
     assert actors[0] == {"subject": "system:forward_to_lab", "role": "system", "lab_id": None}
     assert all(a["role"] == "lab" and a["lab_id"] == order.lab_id for a in actors[1:])
-    # another lab may not read it
+    # another lab may not read it, and learns nothing: the answer of an unknown sample (404)
     other = ApiClient(outcome.pm.base_url, token_for("lab", "lab-e2e-nobody"))
-    assert other.request("GET", f"/samples/{order.order_id}/custody")[0] == 403
+    assert other.request("GET", f"/samples/{order.order_id}/custody")[0] == 404
 
     key = d.custody_key
     chain, anchor = d.custody.snapshot(order.order_id)

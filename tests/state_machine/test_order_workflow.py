@@ -213,7 +213,7 @@ class Harness:
             "POST",
             "/webhooks/delivery",
             raw=body,
-            headers={"X-Testbuy-Signature": sign_webhook(self.info.webhook_secret, body)},
+            headers=sign_webhook(self.info.webhook_secret, body, f"msg_{order.order_id}_delivered"),
         )
         return status
 

@@ -12,8 +12,9 @@ ENV = {
     "TESTBUY_ROUND_STATE_MACHINE_ARN": "r",
     "TESTBUY_ORDER_STATE_MACHINE_ARN": "o",
     "TESTBUY_MARKETPLACE_URL": "http://m",
-    "TESTBUY_TOKEN_SECRET": "x" * 20,
-    "TESTBUY_WEBHOOK_SECRET": "w" * 20,
+    "TESTBUY_TOKEN_SECRET": "x" * 32,
+    "TESTBUY_WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:testbuy-webhook",
+    "TESTBUY_AUTH_MODE": "local",
 }
 
 
@@ -38,6 +39,27 @@ def test_local_auth_needs_a_secret() -> None:
     with pytest.raises(ConfigError, match="TESTBUY_TOKEN_SECRET"):
         load({**ENV, "TESTBUY_TOKEN_SECRET": ""})
     assert load({**ENV, "TESTBUY_TOKEN_SECRET": "", "TESTBUY_AUTH_MODE": "cognito"}).auth_mode == "cognito"
+
+
+def test_auth_mode_has_no_default() -> None:
+    env = {k: v for k, v in ENV.items() if k != "TESTBUY_AUTH_MODE"}
+    with pytest.raises(ConfigError, match="TESTBUY_AUTH_MODE"):
+        load(env)
+    with pytest.raises(ConfigError, match="TESTBUY_AUTH_MODE"):
+        load({**ENV, "TESTBUY_AUTH_MODE": "none"})
+
+
+def test_a_deployed_function_refuses_to_start_without_cognito() -> None:
+    deployed = {**ENV, "AWS_LAMBDA_FUNCTION_NAME": "testbuy-dev"}
+    with pytest.raises(ConfigError, match="cognito"):
+        load(deployed)
+    assert load({**deployed, "TESTBUY_AUTH_MODE": "cognito"}).auth_mode == "cognito"
+
+
+def test_the_webhook_secret_is_never_in_the_environment() -> None:
+    s = load(ENV)
+    assert "webhook_secret" not in s.model_dump()
+    assert s.webhook_secret_arn.startswith("arn:aws:secretsmanager:")
 
 
 @pytest.mark.parametrize("value", ["half", "0.5,,1", "0,0.5", "1.5"])

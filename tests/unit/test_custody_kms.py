@@ -80,8 +80,8 @@ BASE = {
     "TESTBUY_ORDER_STATE_MACHINE_ARN": "arn:o",
     "TESTBUY_MARKETPLACE_URL": "http://m",
     "TESTBUY_AUTH_MODE": "local",
-    "TESTBUY_TOKEN_SECRET": "x" * 20,
-    "TESTBUY_WEBHOOK_SECRET": "w" * 20,
+    "TESTBUY_TOKEN_SECRET": "x" * 32,
+    "TESTBUY_WEBHOOK_SECRET_ARN": "testbuy-t-webhook-secret",
 }
 
 

@@ -1,0 +1,209 @@
+"""Response models of the API: every declared status of every route has one (``chalicelib/api/declare.py``).
+
+The declaration checks each answer against its model before it leaves (strict JSON validation), so the committed
+OpenAPI document cannot promise a shape the server does not keep. Models whose content other parts of the system
+extend (an order record, a custody report, metrics) allow additional properties and say so in the document; the
+properties they list are always present with the listed types.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib.domain.models import Program, Round, Timeouts, Verdict
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Open(BaseModel):
+    """An answer that may carry further properties besides those listed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Health(Out):
+    status: str = Field(pattern="^ok$")
+
+
+class BalanceOut(Out):
+    """The ledger balance of a programme, in minor units of its currency. ``spent`` = captured - recovered."""
+
+    funded: int
+    available: int
+    reserved: int
+    captured: int
+    recovered: int
+    spent: int
+
+
+class ProgramView(Out):
+    program_id: str
+    name: str
+    currency: str
+    budget: int
+    period_start: datetime
+    period_end: datetime
+    round_size: int
+    exploration_share: float
+    blend: float
+    per_order_cap: int | None = None
+    labs: list[str]
+    timeouts: Timeouts
+    created_at: datetime
+    status: str
+    balance: BalanceOut
+
+
+class Funded(Out):
+    program_id: str
+    balance: BalanceOut
+
+
+class Imported(Out):
+    imported: int = Field(ge=1)
+
+
+class RefundFeedStored(Out):
+    period: str
+    orders: int
+    suspect_refunds: int
+    rate: float
+
+
+class RoundView(Round):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    orders_by_status: dict[str, int]
+
+
+class Metrics(Open):
+    """Programme metrics (raw and design-weighted); see DESIGN.md section 5 for each figure."""
+
+    rounds: int
+    sampled: int
+    counterfeit_hits: int
+    hit_rate: float | None
+    spent: int
+    currency: str
+    estimate: dict[str, Any] | None
+    cost_per_hit: int | None
+    lift_over_uniform: float | None
+    marketplace_refund_rate: dict[str, Any] | None
+
+
+class QueueItem(Out):
+    order_id: str
+    seller_id: str
+    category: str
+    status: str
+    delivered_at: str | None
+
+
+class LabQueue(Out):
+    lab_id: str
+    samples: list[QueueItem]
+
+
+class ServiceQualityStored(Out):
+    order_id: str
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class CustodyAppended(Open):
+    seq: int = Field(ge=0)
+    entry_hash: str
+
+
+class EvidenceStored(Out):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=1)
+    media_type: str
+
+
+class CustodyReport(Open):
+    order_id: str
+    valid: bool
+    length: int = Field(ge=0)
+    entries: list[dict[str, Any]]
+
+
+class SpendRow(Out):
+    group: str
+    funded: int
+    reserved: int
+    captured: int
+    recovered: int
+    spent: int
+
+
+class SpendTotals(Out):
+    funded: int
+    reserved: int
+    captured: int
+    recovered: int
+    spent: int
+
+
+class SpendReport(Out):
+    program_id: str
+    currency: str
+    group_by: str
+    rows: list[SpendRow]
+    totals: SpendTotals
+    balance: BalanceOut
+    reconciled: bool
+
+
+class Drift(Out):
+    funded: int
+    available: int
+    reserved: int
+    captured: int
+    recovered: int
+
+
+class Reconciliation(Out):
+    program_id: str
+    currency: str
+    stored: BalanceOut
+    recomputed: BalanceOut
+    drift: Drift
+    journal_entries: int
+    unbalanced_entries: list[str]
+    invariant_holds: bool
+    reconciled: bool
+
+
+class DeliveryAccepted(Out):
+    order_id: str
+    accepted: bool
+    replay: bool = Field(description="true when this webhook-id was already received: nothing was changed")
+
+
+class OrderView(Open):
+    """An order; ``persona_id`` is present for the admin role only."""
+
+    order_id: str
+    program_id: str
+    round_id: str
+    seller_id: str
+    category: str
+    status: str
+    amount: int
+    currency: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class PersonaView(Open):
+    """A persona's account, drop point and payment reference (admin only)."""
+
+    persona_id: str
+    retired: bool
+
+
+__all__ = ["Program", "Verdict"]
