@@ -146,6 +146,7 @@ class Census:
     tasks: dict[str, set[str]] = field(default_factory=dict)
     calls: dict[str, set[tuple[str, str, int]]] = field(default_factory=dict)
     market: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    conditional: dict[str, set[tuple[str, str, int]]] = field(default_factory=dict)  # made by some orders only
 
 
 def enumerate_points(census: Census) -> list[FaultPoint]:
@@ -232,6 +233,7 @@ class Injector:
         self.plan: dict[str, list[Rule]] = {}
         self._pending: dict[str, dict[str, list[Rule]]] = {}  # program_id -> seller_id -> rules
         self._fired: Counter[tuple[str, int]] = Counter()
+        self._rounds_tried: set[str] = set()
         self.fired_log: list[tuple[str, str]] = []  # (order_id, rule description)
         self.recording = False
         self.tasks_seen: dict[str, Counter[str]] = defaultdict(Counter)
@@ -248,6 +250,8 @@ class Injector:
             self._pending.setdefault(program_id, {})[seller_id] = rules
 
     def resolve(self, event: Mapping[str, Any]) -> str | None:
+        """The event's order id, after binding the planned sellers of its round (by ``round_id``, or by the
+        ``correlation_id`` a round's item processor carries, which is the round id) to their order ids."""
         order_id = event.get("order_id")
         if not order_id:
             return None
@@ -255,12 +259,17 @@ class Injector:
         with self._lock:
             if oid in self.plan:
                 return oid
-            pending = self._pending.get(str(event.get("program_id", "")))
-            if pending and event.get("round_id"):
-                from chalicelib.services.rounds import order_id_for
+            from chalicelib.services.rounds import order_id_for
 
-                for seller_id, rules in pending.items():
-                    self.plan[order_id_for(str(event["round_id"]), seller_id)] = rules
+            for key in ("round_id", "correlation_id"):
+                round_id = str(event.get(key) or "")
+                if not round_id or round_id in self._rounds_tried:
+                    continue
+                self._rounds_tried.add(round_id)
+                for sellers in self._pending.values():
+                    for seller_id, rules in sellers.items():
+                        candidate = order_id_for(round_id, seller_id)
+                        self.plan.setdefault(candidate, rules)
             return oid
 
     def rules(self, order_id: str) -> list[Rule]:
@@ -292,16 +301,23 @@ class Injector:
         for i, rule in rules:
             if rule.task == task and rule.boundary == "task.before" and self._fire(order_id, i, rule):
                 raise LambdaFault(rule.kind, f"injected before {task}")
+        failure: Exception | None = None
+        result: Any = None
         with self.context(order_id, task):
-            result = self._run(call)
-            for i, rule in rules:
-                if rule.task == task and rule.boundary == "task.twice" and self._fire(order_id, i, rule):
-                    result = self._run(call)
+            try:
+                result = self._run(call)
+                for i, rule in rules:
+                    if rule.task == task and rule.boundary == "task.twice" and self._fire(order_id, i, rule):
+                        result = self._run(call)
+            except Exception as exc:  # noqa: BLE001 - the handler's own error is its reply, which may be lost too
+                failure = exc
         for i, rule in rules:
             if rule.task == task and rule.boundary == "task.after" and self._fire(order_id, i, rule):
                 raise LambdaFault("Sandbox.Timedout", f"injected: {task} ran, its reply was lost")
             if rule.task == task and rule.boundary == "wait.abort" and self._fire(order_id, i, rule):
                 threading.Thread(target=self._abort, args=(order_id,), daemon=True).start()
+        if failure is not None:
+            raise failure
         return result
 
     @staticmethod
@@ -495,11 +511,26 @@ class FaultyMarketplace(MarketplaceSim):
             return 504, {"error": "injected: the order was processed, the reply was lost"}
         return status, payload
 
-    def place(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        status, payload = super().place(body)
+    def lookup(self, path: str) -> tuple[int, dict[str, Any]]:
+        """``GET /orders?client_order_id=`` (the marketplace port's look-up by our order id)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        order_id = parse_qs(urlsplit(path).query).get("client_order_id", [""])[0] or None
+        kind = self.injector.market(order_id, "marketplace.lookup") if self.injector else None
+        if kind == "error":
+            return 503, {"error": "injected: temporarily unavailable"}
+        if kind == "throttle":
+            return 429, {"error": "injected: slow down"}
+        status, payload = super().lookup(path)  # type: ignore[misc]
+        if kind == "reply_lost":
+            return 504, {"error": "injected: the reply was lost"}
         return status, payload
 
     def _deliver(self, order: Any, attempt: int) -> None:
+        # Off the scheduler's one thread: many orders are delivered at once, as a real marketplace would.
+        threading.Thread(target=self._deliver_now, args=(order, attempt), daemon=True).start()
+
+    def _deliver_now(self, order: Any, attempt: int) -> None:
         oid = order.client_order_id
         if attempt == 0 and oid in self.late:
             self.late.discard(oid)
@@ -821,9 +852,9 @@ class Checker:
 
 @dataclass
 class Timeouts:
-    delivery_seconds: int = 25
-    verdict_seconds: int = 25
-    round_seconds: int = 100
+    delivery_seconds: int = 40
+    verdict_seconds: int = 40
+    round_seconds: int = 150
 
 
 class FaultRun:
@@ -878,18 +909,37 @@ class FaultRun:
         """One fault-free order per scenario, recording what each reaches."""
         self.injector.recording = True
         try:
-            results = self.run([Case(s, None) for s in scenarios])
+            results = self.run([Case(s, None) for s in scenarios for _ in range(2)])
         finally:
             self.injector.recording = False
         c = Census()
+        seen: dict[str, list[set[tuple[str, str, int]]]] = defaultdict(list)
         for r in results:
             if r.order_id is None:
                 continue
-            c.tasks[r.case.scenario] = set(self.injector.tasks_seen.get(r.order_id, {}))
-            c.calls[r.case.scenario] = set(self.injector.calls_seen.get(r.order_id, set()))
-            c.market[r.case.scenario] = set(self.injector.market_seen.get(r.order_id, set()))
+            s = r.case.scenario
+            c.tasks.setdefault(s, set()).update(self.injector.tasks_seen.get(r.order_id, {}))
+            calls = set(self.injector.calls_seen.get(r.order_id, set()))
+            c.calls.setdefault(s, set()).update(calls)
+            seen[s].append(calls)
+            c.market.setdefault(s, set()).update(self.injector.market_seen.get(r.order_id, set()))
+        for s, sets in seen.items():
+            first, *rest = sets
+            c.conditional[s] = first.union(*rest) - first.intersection(*rest)
         self.census_results = results
+        self.census_data = c
         return c
+
+    def solo(self, case: Case) -> bool:
+        """Whether the case's call is made by only some orders of a shared programme (see ``run``)."""
+        census = getattr(self, "census_data", None)
+        if census is None or case.point is None or not case.point.boundary.startswith("call."):
+            return False
+        head, n = case.point.target.rsplit("#", 1)
+        if "/" not in head:
+            return False
+        task, op = head.split("/", 1)
+        return (task, op, int(n)) in census.conditional.get(case.scenario, set())
 
     # ------------------------------------------------------------------------------------------------ run
     def run(self, cases: list[Case]) -> list[CaseResult]:
@@ -898,15 +948,24 @@ class FaultRun:
         by_scenario: dict[str, list[Case]] = defaultdict(list)
         for case in cases:
             by_scenario[case.scenario].append(case)
+        # A call that only some orders of a programme make (the one crossing a budget threshold, the last one
+        # resuming the round) is faulted in a programme of its own, where its order is the only one.
+        groups: dict[str, list[Case]] = {}
+        for scenario, group in by_scenario.items():
+            shared = [c for c in group if not self.solo(c)]
+            if shared:
+                groups[scenario] = shared
+            for k, c in enumerate(c for c in group if self.solo(c)):
+                groups[f"{scenario}~solo{k}"] = [c]
         batch = next(self._counter)
         programs: dict[str, tuple[str, list[tuple[Case, SimSeller]]]] = {}
         verdicts: dict[str, tuple[str, str]] = {}  # seller id -> (verdict, mode)
-        for name, group in by_scenario.items():
-            sc = SCENARIOS[name]
+        for name, group in groups.items():
+            sc = SCENARIOS[group[0].scenario]
             sellers: list[tuple[Case, SimSeller]] = []
             for i, case in enumerate(group):
                 seller = SimSeller(
-                    seller_id=f"flt-{self.run_id}-{batch}-{name}-{i}",
+                    seller_id=f"flt-{self.run_id}-{batch}-{name.replace('~', '-')}-{i}",
                     category="cosmetics",
                     expected_cost=10_000 + 100 * i,
                     sells_fakes=sc.sells_fakes,
@@ -935,12 +994,12 @@ class FaultRun:
         }
         from chalicelib.services.rounds import order_id_for
 
-        order_ids: dict[str, tuple[str, Case]] = {}
+        order_ids: dict[str, tuple[str, Case]] = {}  # order id -> (group, case)
         late_verdict: set[str] = set()
         for name, (_pid, sellers) in programs.items():
             for case, seller in sellers:
                 oid = order_id_for(rounds[name], seller.seller_id)
-                order_ids[oid] = (seller.seller_id, case)
+                order_ids[oid] = (name, case)
                 if case.point and case.point.target == "api_delivery":
                     self.market.twice[oid] = case.point.kind
                 if case.point and case.point.boundary == "wait.abort":
@@ -1125,11 +1184,11 @@ class FaultRun:
             for o in d.orders.list_round_orders(rid):
                 orders_by_id[o.order_id] = o
         results: list[CaseResult] = []
-        for oid, (_sid, case) in order_ids.items():
+        for oid, (group, case) in order_ids.items():
             sc = SCENARIOS[case.scenario]
-            pid = programs[case.scenario][0]
+            pid = programs[group][0]
             order = orders_by_id.get(oid)
-            violations = list(program_violations[case.scenario])
+            violations = list(program_violations[group])
             if order is None:
                 violations.append(Violation("terminal", "the round never sampled this order"))
                 status = None
@@ -1227,4 +1286,9 @@ def summarize(results: list[CaseResult], points: int, scenarios: int) -> dict[st
         "lost_events": sum(v.lost_events for v in violations),
         "by_invariant": dict(sorted(by_invariant.items())),
         "faults_fired": sum(r.fired for r in results),
+        "unreached": sum(
+            1
+            for r in results
+            if r.case.point is not None and not r.case.point.boundary.startswith("request.") and r.fired == 0
+        ),
     }
