@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=160, help="orders running at once")
     parser.add_argument("--per-scenario", type=int, default=0, help="run the tests' seeded sample instead")
     parser.add_argument("--only", default="", help="comma-separated case ids")
+    parser.add_argument("--report", default="", help="write every run (case, status, violations) as JSON lines here")
     args = parser.parse_args(argv)
 
     from testbuy import faults
@@ -94,6 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if progress is not None:
                 progress.stop()
+    if args.report:
+        with open(args.report, "w") as fh:
+            for r in results:
+                fh.write(
+                    json.dumps(
+                        {
+                            "case": r.case.id,
+                            "order_id": r.order_id,
+                            "status": r.status,
+                            "fired": r.fired,
+                            "violations": [[v.invariant, v.detail] for v in r.violations],
+                        }
+                    )
+                    + "\n"
+                )
     summary = faults.summarize(results, len(points), len(faults.SCENARIOS))
     summary["matrix"] = len(every)
     summary["seed"] = args.seed

@@ -572,6 +572,7 @@ class Scenario:
     refund: bool = False
     script: tuple[Rule, ...] = ()  # faults that make the scenario (persist over retries)
     doc: str = ""
+    delivery_seconds: int | None = None  # the parcel never comes: wait less than the default
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -579,7 +580,14 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("happy", doc="delivered, authentic, captured"),
         Scenario("refuses", verdict=None, refuses=True, expect_status="refused", bought=False),
-        Scenario("delivery_timeout", verdict=None, loses_parcel=True, expect_status="delivery_failed", bought=False),
+        Scenario(
+            "delivery_timeout",
+            verdict=None,
+            loses_parcel=True,
+            expect_status="delivery_failed",
+            bought=False,
+            delivery_seconds=10,
+        ),
         Scenario("counterfeit", verdict="counterfeit", sells_fakes=True, refund=True),
         Scenario(
             "cancel_fails",
@@ -587,6 +595,7 @@ SCENARIOS: dict[str, Scenario] = {
             loses_parcel=True,
             expect_status="delivery_failed",
             bought=False,
+            delivery_seconds=10,
             script=(Rule(None, "marketplace.cancel", None, "call.error", "error", times=5, target="script"),),
             doc="the parcel is lost and the marketplace refuses the first 5 cancels (more than one task's retries)",
         ),
@@ -985,7 +994,7 @@ class FaultRun:
                 if sc.verdict is not None:
                     mode = case.point.kind if case.point and case.point.target == "api_verdict" else "once"
                     verdicts[seller.seller_id] = (sc.verdict, mode)
-            pid = self._program(f"faults {name} #{batch}", sellers)
+            pid = self._program(f"faults {name} #{batch}", sellers, sc.delivery_seconds)
             for case, seller in sellers:
                 rules = list(sc.script)
                 if case.point is not None:
@@ -1014,7 +1023,7 @@ class FaultRun:
         self._drive(d, programs, rounds, order_ids, verdicts, late_verdict)
         return self._check(d, programs, rounds, order_ids)
 
-    def _program(self, name: str, sellers: list[tuple[Case, SimSeller]]) -> str:
+    def _program(self, name: str, sellers: list[tuple[Case, SimSeller]], delivery_seconds: int | None = None) -> str:
         from chalicelib.services.rounds import reservation_amount
 
         now = datetime.now(UTC)
@@ -1030,7 +1039,7 @@ class FaultRun:
             "blend": 0.5,
             "labs": [self.lab_id],
             "timeouts": {
-                "delivery_seconds": self.timeouts.delivery_seconds,
+                "delivery_seconds": delivery_seconds or self.timeouts.delivery_seconds,
                 "verdict_seconds": self.timeouts.verdict_seconds,
                 "round_seconds": self.timeouts.round_seconds,
             },

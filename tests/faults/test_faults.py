@@ -23,7 +23,7 @@ import pytest
 from testbuy import faults
 
 SEED = int(os.environ.get("FAULTS_SEED", "7"))
-PER_SCENARIO = int(os.environ.get("FAULTS_PER_SCENARIO", "9"))
+PER_SCENARIO = int(os.environ.get("FAULTS_PER_SCENARIO", "11"))
 ONLY = [c for c in os.environ.get("FAULTS_ONLY", "").split(",") if c]
 
 # Cases excluded from ``make test`` because the workflow still violates an invariant there (a failing test blocks CI).
