@@ -19,22 +19,27 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
-    from chalicelib.adapters.store_dynamodb import DynamoStore
+    from chalicelib.adapters.store_dynamodb import (
+        DynamoCustody,
+        DynamoOrders,
+        DynamoPersonas,
+        DynamoPrograms,
+        DynamoRounds,
+    )
     from chalicelib.adapters.system import SystemClock, UlidIds
     from chalicelib.observability import EmfMetrics
 
     sess = session or boto3.session.Session(region_name=cfg.region)
     clock = SystemClock()
     dynamodb = sess.client("dynamodb")
-    store = DynamoStore(dynamodb, cfg.data_table)
     return Deps(
         clock=clock,
         ids=UlidIds(),
-        programs=store,
-        rounds=store,
-        orders=store,
-        custody=store,
-        personas=store,
+        programs=DynamoPrograms(dynamodb, cfg.data_table),
+        rounds=DynamoRounds(dynamodb, cfg.data_table),
+        orders=DynamoOrders(dynamodb, cfg.data_table),
+        custody=DynamoCustody(dynamodb, cfg.data_table),
+        personas=DynamoPersonas(dynamodb, cfg.data_table),
         ledger=DynamoLedger(dynamodb, cfg.ledger_table, clock),
         events=EventBridgePublisher(sess.client("events"), cfg.event_bus),
         workflow=StepFunctionsWorkflow(

@@ -429,6 +429,9 @@ class DynamoLedger:
         replay = self._transact(program_id, Op.RECOVER, order_id, fp, items, failures)
         return replay or self._result(program_id, Op.RECOVER, order_id, amount)
 
+    def threshold_marked(self, program_id: str, threshold: float) -> bool:
+        return self._get(program_id, f"THRESHOLD#{threshold:.4f}") is not None
+
     def mark_threshold(self, program_id: str, threshold: float) -> bool:
         item = to_item(
             {
