@@ -521,7 +521,7 @@ class FaultyMarketplace(MarketplaceSim):
             return 503, {"error": "injected: temporarily unavailable"}
         if kind == "throttle":
             return 429, {"error": "injected: slow down"}
-        status, payload = super().lookup(path)  # type: ignore[misc]
+        status, payload = super().lookup(path)
         if kind == "reply_lost":
             return 504, {"error": "injected: the reply was lost"}
         return status, payload
