@@ -55,6 +55,7 @@ package: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py
 	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/faults.py
 
 schemas: $(STAMP)
 	$(BIN)/testbuy schemas --write

@@ -221,7 +221,7 @@ class FakeOrders(Failures):
         return self._apply(order_id, E.SKIP_BUDGET, at, failure="budget exhausted")
 
     def record_place_intent(self, order_id: str, at: datetime) -> Order:
-        return self._apply(order_id, E.PLACE_INTENT, at)
+        return self._apply(order_id, E.PLACE_INTENT, at, place_intent_at=at)
 
     def mark_placed(self, order_id: str, marketplace_order_id: str, price: int, at: datetime) -> Order:
         return self._apply(order_id, E.PLACED, at, marketplace_order_id=marketplace_order_id, price=price)

@@ -373,6 +373,7 @@ class Order(Lenient):
     service_quality: float | None = None
     refunded: int = 0
     failure: str | None = None
+    place_intent_at: datetime | None = None
     recommendations: list[dict[str, Any]] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime

@@ -13,7 +13,7 @@ a live order is cancelled then released, a delivered one is captured, and nothin
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -62,6 +62,16 @@ _DELIVERED = frozenset({S.DELIVERED, S.AT_LAB, S.VERDICT})
 
 class CancelNotConfirmed(TransientError):
     """The marketplace accepted a cancellation but still shows the order live (retried)."""
+
+
+class PlacementUnsettled(TransientError):
+    """The marketplace has no record of an order whose placement intent is too recent to be sure a request is not
+    still on its way (retried: after ``PLACEMENT_SETTLE`` a missing order is known never to have been taken)."""
+
+
+# Longer than a placement call can take (the HTTP adapter's timeout, with margin): after this, an order the
+# marketplace does not know was never taken, and its money may be released.
+PLACEMENT_SETTLE = timedelta(seconds=30)
 
 
 class OrderTaskInput(BaseModel):
@@ -400,6 +410,9 @@ def reconcile(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         if truth is not None and truth.live:
             return {"action": "capture"}
         raise InvalidState(f"order {order.order_id} was delivered but the marketplace says {truth}")
+    intent_at = order.place_intent_at
+    if truth is None and order.status is S.PLACING and intent_at is not None and now - intent_at < PLACEMENT_SETTLE:
+        raise PlacementUnsettled(f"order {order.order_id}: placement intent too recent to rule out a late purchase")
     if order.status is not S.CANCELLING:
         d.orders.record_cancel_intent(order.order_id, inp.error_name, now)
     return {"action": "cancel" if truth is not None and truth.live else "release"}
@@ -512,6 +525,8 @@ def compensate(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
                 return {"outcome": "captured"}
             return {"outcome": "done"}
         raise CancelNotConfirmed(f"order {inp.order_id}: compensation did not converge")
+    except PlacementUnsettled:
+        raise  # not stuck, only early: the caller retries (EventBridge, the next sweep)
     except DomainError as exc:
         needs_reconciliation(d, inp.model_copy(update={"error": {"Error": type(exc).__name__}}))
         return {"outcome": "stuck", "error": type(exc).__name__}

@@ -480,3 +480,50 @@ def test_an_expired_reservation_is_never_placed() -> None:
     with pytest.raises(InvalidState):
         orders.place_order(w.deps, inp)
     assert w.marketplace.orders == {}
+
+
+def test_a_placement_intent_too_recent_to_rule_out_a_late_purchase_is_not_released_yet() -> None:
+    """A crash right after the intent: the marketplace has no record yet, but a request may still be on its way.
+    Compensation waits (retried) until the placement has settled, then releases."""
+    w = world()
+    inp = setup(w)
+    orders.reserve_budget(w.deps, inp)
+    orders.assign_persona(w.deps, inp)
+    w.marketplace.fail_next("place_order", Boom("crash after the intent"))
+    with pytest.raises(Boom):
+        orders.place_order(w.deps, inp)
+    with pytest.raises(orders.PlacementUnsettled):
+        orders.reconcile(w.deps, inp_with(inp, "Sandbox.Timedout"))
+    with pytest.raises(orders.PlacementUnsettled):
+        orders.compensate(w.deps, inp_with(inp, "ExecutionAborted"))
+    assert held(w)["state"] == "reserved" and w.orders.get_order(OID).status is S.PLACING
+    w.clock.advance(seconds=31)
+    assert orders.compensate(w.deps, inp_with(inp, "Sandbox.Timedout")) == {"outcome": "released"}
+    assert held(w)["state"] == "released" and w.orders.get_order(OID).status is S.FAILED
+
+
+def test_no_persona_available_releases_the_reservation() -> None:
+    from chalicelib.domain.errors import NoPersonaAvailable
+
+    w = world()
+    inp = setup(w)
+    orders.reserve_budget(w.deps, inp)
+    for p in w.personas.pool[PID].values():
+        p["retired"] = True
+    with pytest.raises(NoPersonaAvailable):
+        orders.assign_persona(w.deps, inp)
+    assert orders.reconcile(w.deps, inp_with(inp, "NoPersonaAvailable")) == {"action": "release"}
+    orders.release_budget(w.deps, inp_with(inp, "NoPersonaAvailable"))
+    orders.finalize(w.deps, inp)
+    assert held(w)["state"] == "released" and w.orders.get_order(OID).status is S.FAILED
+    assert w.marketplace.calls.get("find_order", 0) == 0  # no intent: nothing to ask
+    assert w.rounds.get_round(PID, RID).settled == 1
+
+
+def test_news_that_came_before_the_wait_resumes_at_once() -> None:
+    w = world()
+    inp = setup(w)
+    order = to_placed(w, inp)
+    deliver(w, order)  # the webhook before AwaitDelivery armed its token
+    orders.await_point(w.deps, OID, "delivery", "tok-late")
+    assert w.workflow.resumed["tok-late"]["status"] == "delivered"
