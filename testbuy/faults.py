@@ -783,14 +783,13 @@ class Checker:
         dup_ops = {k: v for k, v in ops.items() if v > 1}
         if dup_ops:
             out.append(Violation("no_second_effect", f"journal lines repeated: {dup_ops}"))
-        chain = list(self.d.custody.chain(oid))
+        chain, anchor = self.d.custody.snapshot(oid)
         if chain:
-            try:
-                report = verify_chain(chain)
-            except TypeError:  # a keyed chain whose verification needs more than the entries
-                report = None
-            if report is not None and not report.valid:
-                out.append(Violation("no_second_effect", f"custody chain invalid at {report.first_bad_seq}"))
+            key = self.d.custody_key
+            report = verify_chain(chain, key, anchor, order_id=oid) if key is not None else None
+            if report is None or not report.valid:
+                where = report.first_bad_seq if report is not None else "(no custody key)"
+                out.append(Violation("no_second_effect", f"custody chain invalid at {where}"))
             seen = Counter(
                 (getattr(e, "from_party", ""), getattr(e, "to_party", ""), getattr(e, "condition", "")) for e in chain
             )
