@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from chalice.app import Chalice, Rate
 
 from chalicelib.api import finance, lab, programs, system, webhooks
+from chalicelib.domain.lifecycle import EXECUTION_ENDED_BADLY
 
 # The task handlers (and the statistics behind them: numpy, sampling, estimation, risk) load on a task function's
 # first call, never when the API function starts: ``import app`` stays light (tests/unit/test_light_import.py).
@@ -115,6 +116,35 @@ def order_release(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @app.lambda_function(name="order_finalize")
 def order_finalize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return tasks.run("order_finalize", event)
+
+
+@app.lambda_function(name="order_reconcile")
+def order_reconcile(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_reconcile", event)
+
+
+@app.lambda_function(name="order_cancel")
+def order_cancel(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_cancel", event)
+
+
+@app.lambda_function(name="order_needs_reconciliation")
+def order_needs_reconciliation(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_needs_reconciliation", event)
+
+
+# Safety net: Step Functions reports its executions' status changes on the default bus (where on_cw_event binds).
+# Both machines' executions that end FAILED, TIMED_OUT or ABORTED run no Catch: this runs their compensation.
+@app.on_cw_event(
+    {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        "detail": {"status": list(EXECUTION_ENDED_BADLY)},
+    },
+    name="execution_safety_net",
+)
+def execution_safety_net(event: Any) -> dict[str, Any]:
+    return tasks.execution_ended(event.to_dict())
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS), name="ledger_sweeper")

@@ -17,36 +17,42 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     import boto3  # local import: keeps module import cheap and the domain free of boto3
 
     from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
+    from chalicelib.adapters.clients import make_client
     from chalicelib.adapters.custody_dynamodb import DynamoCustody
     from chalicelib.adapters.custody_kms import custody_key_from
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
-    from chalicelib.adapters.store_dynamodb import DynamoStore
+    from chalicelib.adapters.store_dynamodb import (
+        DynamoOrders,
+        DynamoPersonas,
+        DynamoPrograms,
+        DynamoRounds,
+    )
     from chalicelib.adapters.system import SystemClock, UlidIds
     from chalicelib.adapters.webhook_receipts import DynamoWebhookReceipts
     from chalicelib.observability import EmfMetrics
 
     sess = session or boto3.session.Session(region_name=cfg.region)
     clock = SystemClock()
-    dynamodb = sess.client("dynamodb")
-    store = DynamoStore(dynamodb, cfg.data_table)
+    # Every client: standard retries, connect/read timeouts, throttling/5xx/connection errors as TransientError.
+    dynamodb = make_client(sess, "dynamodb")
     return Deps(
         clock=clock,
         ids=UlidIds(),
-        programs=store,
-        rounds=store,
-        orders=store,
-        custody=DynamoCustody(dynamodb, cfg.data_table),  # custody (issue 8 item 5)
-        custody_key=custody_key_from(cfg, sess),  # custody (issue 8 item 5)
-        personas=store,
+        programs=DynamoPrograms(dynamodb, cfg.data_table),
+        rounds=DynamoRounds(dynamodb, cfg.data_table),
+        orders=DynamoOrders(dynamodb, cfg.data_table),
+        custody=DynamoCustody(dynamodb, cfg.data_table),
+        custody_key=custody_key_from(cfg, sess),
+        personas=DynamoPersonas(dynamodb, cfg.data_table),
         ledger=DynamoLedger(dynamodb, cfg.ledger_table, clock),
-        events=EventBridgePublisher(sess.client("events"), cfg.event_bus),
+        events=EventBridgePublisher(make_client(sess, "events"), cfg.event_bus),
         workflow=StepFunctionsWorkflow(
-            sess.client("stepfunctions"),
+            make_client(sess, "stepfunctions"),
             {"round": cfg.round_state_machine_arn, "order": cfg.order_state_machine_arn},
         ),
         marketplace=HttpMarketplace(cfg.marketplace_url),
-        evidence=S3EvidenceStore(sess.client("s3"), cfg.evidence_bucket),
+        evidence=S3EvidenceStore(make_client(sess, "s3"), cfg.evidence_bucket),
         metrics=EmfMetrics(cfg.metrics_namespace, cfg.metrics_file),
         persona_pool_size=cfg.persona_pool_size,
         budget_thresholds=cfg.budget_thresholds,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from chalicelib.domain.custody import Anchor, CustodyEntry
 from chalicelib.domain.events import Envelope
 from chalicelib.domain.ledger import Balance, JournalEntry
-from chalicelib.domain.models import Order, Program, Round, Seller, Verdict
+from chalicelib.domain.models import Order, Program, Round, Seller, Verdict, VerdictKind
 from chalicelib.domain.personas import PersonaPolicy, PersonaState
 
 
@@ -55,31 +55,82 @@ class RoundRepository(Protocol):
 
 
 class OrderRepository(Protocol):
+    """Orders and what hangs off them. Every status change is one typed method per intent; its write is conditional
+    on the from-statuses of ``chalicelib.domain.lifecycle`` (``InvalidState`` otherwise). Applying the same intent to
+    an order already in its target status returns the order unchanged (a retried task). Index keys (round listing,
+    lab queue) are the adapter's business."""
+
     def put_orders(self, orders: Sequence[Order]) -> None:
         """Insert sampled orders; an order that already exists is left as it is (idempotent sampling)."""
         ...
 
     def get_order(self, order_id: str) -> Order: ...
-    def update_order(self, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()) -> Order:
-        """Update fields; if ``expect_status`` is given, only from one of those statuses (else ``InvalidState``)."""
-        ...
-
     def list_round_orders(self, round_id: str) -> list[Order]: ...
     def lab_queue(self, lab_id: str) -> list[Order]: ...
+
+    # -- lifecycle intents (status changes) --
+    def mark_reserved(self, order_id: str, at: datetime) -> Order: ...
+    def mark_skipped_budget(self, order_id: str, at: datetime) -> Order: ...
+    def record_place_intent(self, order_id: str, at: datetime) -> Order:
+        """RESERVED -> PLACING, before the marketplace is called (the order id is its idempotency key)."""
+        ...
+
+    def mark_placed(self, order_id: str, marketplace_order_id: str, price: int, at: datetime) -> Order: ...
+    def mark_refused(self, order_id: str, at: datetime) -> Order: ...
+    def mark_delivered(self, order_id: str, delivered_at: datetime, at: datetime) -> Order: ...
+    def mark_at_lab(self, order_id: str, lab_id: str, at: datetime) -> Order:
+        """Forwarded to ``lab_id``: the order joins that lab's queue."""
+        ...
+
+    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime) -> Order:
+        """The verdict is in: the order leaves the lab's queue."""
+        ...
+
+    def mark_settled(self, order_id: str, at: datetime) -> Order:
+        """The price is captured on the ledger."""
+        ...
+
+    def record_cancel_intent(self, order_id: str, failure: str, at: datetime) -> Order:
+        """Compensation starts: remember why; the marketplace is asked to cancel next (if it holds the order)."""
+        ...
+
+    def mark_failed(self, order_id: str, failure: str, at: datetime, *, delivery: bool = False) -> Order:
+        """The money is released (``delivery``: because the parcel never came)."""
+        ...
+
+    def mark_needs_reconciliation(self, order_id: str, reason: str, at: datetime) -> Order:
+        """Compensation could not finish: the hold is kept and an alert raised; the sweeper retries."""
+        ...
+
+    # -- facts that do not move the status --
+    def set_persona(self, order_id: str, persona_id: str, at: datetime) -> Order:
+        """Assign the persona once (a different persona for an order that has one is ``InvalidState``)."""
+        ...
+
+    def record_marketplace_order(self, order_id: str, marketplace_order_id: str, price: int, at: datetime) -> Order:
+        """What the marketplace says it holds for this order (found after a lost reply)."""
+        ...
+
+    def record_refund(self, order_id: str, refunded: int, at: datetime) -> Order: ...
+    def record_recommendations(self, order_id: str, recommendations: list[dict[str, Any]], at: datetime) -> Order: ...
+    def record_service_quality(self, order_id: str, score: float, detail: Mapping[str, Any], at: datetime) -> Order: ...
+
+    # -- wait points --
     def arm(self, order_id: str, point: str, token: str) -> Mapping[str, Any] | None:
         """Store a task token for wait point ``point``; return the arrival payload if it already arrived."""
         ...
 
-    def arrive(self, order_id: str, point: str, payload: Mapping[str, Any]) -> str | None:
-        """Record the arrival for ``point`` (first write wins); return the stored task token if one is armed."""
+    def arrive(self, order_id: str, point: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
+        """Record the arrival for ``point`` (first write wins); return (the arrival now stored, the armed token)."""
         ...
 
     def finalize(self, order_id: str, program_id: str, round_id: str) -> Round:
         """Mark the order finalized and count it as settled on its round, once; return the round."""
         ...
 
-    def put_verdict(self, verdict: Verdict) -> Verdict:
-        """Store the verdict once; return the verdict now stored (the earlier one if there was one)."""
+    def put_verdict(self, verdict: Verdict) -> tuple[Verdict, bool]:
+        """Store the verdict once (one conditional write); return (the verdict now stored, whether this call created
+        it)."""
         ...
 
     def get_verdict(self, order_id: str) -> Verdict | None: ...
@@ -139,6 +190,11 @@ class PersonaRepository(Protocol):
         ...
 
     def record_refusal(self, program_id: str, persona_id: str, retire_after: int) -> None: ...
+    def account_ref(self, program_id: str, persona_id: str) -> str:
+        """The opaque account reference the marketplace sees for this persona (random, stored with the persona,
+        the same on every call): never the persona id, which would link a programme's buys."""
+        ...
+
     def persona_secret(self, program_id: str, persona_id: str) -> dict[str, Any]:
         """Account, drop point and payment reference: only ever shown to the admin role."""
         ...
@@ -186,8 +242,12 @@ class Ledger(Protocol):
 
     def balance(self, program_id: str) -> Balance: ...
     def journal(self, program_id: str) -> list[JournalEntry]: ...
+    def threshold_marked(self, program_id: str, threshold: float) -> bool:
+        """Whether ``threshold``'s event was already published (``mark_threshold`` was called)."""
+        ...
+
     def mark_threshold(self, program_id: str, threshold: float) -> bool:
-        """Record that ``threshold`` was crossed; True only the first time (so its event is published once)."""
+        """Record that ``threshold``'s event was published; True only the first time. Call after publishing."""
         ...
 
     def holds(self, program_id: str, state: str | None = None) -> list[dict[str, Any]]:
@@ -210,8 +270,14 @@ class Workflow(Protocol):
         """Start a named execution of ``machine`` ('round' or 'order'); idempotent on the name. Returns its ARN."""
         ...
 
-    def succeed(self, token: str, output: Mapping[str, Any]) -> None: ...
+    def succeed(self, token: str, output: Mapping[str, Any]) -> None:
+        """Resume a waiting task; a token that is no longer waiting (already resumed, timed out) is ignored."""
+        ...
+
     def fail(self, token: str, error: str, cause: str) -> None: ...
+    def is_running(self, machine: str, name: str) -> bool:
+        """Whether the named execution is still running (False when it ended or never existed)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -220,12 +286,40 @@ class PlacedOrder:
     price: int
 
 
+@dataclass(frozen=True)
+class MarketOrder:
+    """What the marketplace holds for one of our order ids: ``status`` is ``placed`` (live), ``delivered`` or
+    ``cancelled``."""
+
+    marketplace_order_id: str
+    price: int
+    status: str
+
+    @property
+    def live(self) -> bool:
+        return self.status == "placed"
+
+    @property
+    def delivered(self) -> bool:
+        return self.status == "delivered"
+
+
 class Marketplace(Protocol):
-    def place_order(self, order_id: str, seller_id: str, persona_id: str, max_price: int, currency: str) -> PlacedOrder:
-        """Raise ``MarketplaceUnavailable`` (retryable) or ``OrderRefused``."""
+    def place_order(
+        self, order_id: str, seller_id: str, account_ref: str, max_price: int, currency: str
+    ) -> PlacedOrder:
+        """Idempotent on ``order_id``; the marketplace refuses a price above ``max_price``. Raise
+        ``MarketplaceUnavailable`` (retryable) or ``OrderRefused``."""
         ...
 
-    def cancel_order(self, marketplace_order_id: str) -> None: ...
+    def find_order(self, order_id: str) -> MarketOrder | None:
+        """Look an order up by our order id (the idempotency key); None if the marketplace never took it."""
+        ...
+
+    def cancel_order(self, marketplace_order_id: str) -> None:
+        """Ask for cancellation; an order already delivered is not cancelled (``OrderRefused``); look it up after."""
+        ...
+
     def request_refund(self, marketplace_order_id: str, amount: int, reason: str) -> int:
         """Return the amount the marketplace refunded (minor units)."""
         ...

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 Handler = Callable[[dict[str, Any], Any], Any]
+# A hook around one invocation (local testing only, e.g. ``testbuy.faults``): ``hook(task, event, call)`` runs
+# ``call()`` (the handler) zero, one or more times and returns what the Lambda service would return. An exception
+# with an ``error_type`` attribute is reported under that type (``Lambda.Unknown``, ``Sandbox.Timedout``, ...).
+InvocationHook = Callable[[str, dict[str, Any], Callable[[], Any]], Any]
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Bridge:
         self.errors = 0
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.hook: InvocationHook | None = None
 
     def task_name(self, function_name: str) -> str:
         """``arn:...:function:testbuy-<stage>-<task>[:qualifier]`` or a plain name -> ``<task>``."""
@@ -60,15 +65,20 @@ class Bridge:
         event = json.loads(body) if body else {}
         started = time.perf_counter()
         task = self.task_name(function_name)
+        hook = self.hook
         try:
-            result = handler(event, _Context(function_name=function_name))
+
+            def call() -> Any:
+                return handler(event, _Context(function_name=function_name))
+
+            result = hook(task, event, call) if hook is not None else call()
         except Exception as exc:  # noqa: BLE001 - reported to Step Functions the way the Lambda service does
             self._time(task, started)
             self.errors += 1
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps(
                 {
-                    "errorType": type(exc).__name__,
+                    "errorType": str(getattr(exc, "error_type", type(exc).__name__)),
                     "errorMessage": str(exc),
                     "stackTrace": traceback.format_exception_only(type(exc), exc),
                 }

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbuy import sfn_events
 from testbuy.bridge import Bridge, chalice_handlers
 from testbuy.infra import ROOT, StackDescription
 
@@ -169,6 +170,7 @@ class LocalStack:
             configure_moto(endpoint)
             self.bridge = Bridge(chalice_handlers(chalice_app.app), prefix=f"testbuy-{self.stage}-")
             self.bridge.install()
+            sfn_events.install(chalice_app.execution_safety_net)
         self._provision(env)
         from chalicelib import bootstrap
 
@@ -251,6 +253,7 @@ class LocalStack:
             self._api = None
         if self.bridge is not None:
             self.bridge.uninstall()
+            sfn_events.uninstall()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None

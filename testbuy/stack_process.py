@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from moto.server import ThreadedMotoServer
 
-    from testbuy import moto_fidelity
+    from testbuy import moto_fidelity, sfn_events
     from testbuy.bridge import Bridge, chalice_handlers
     from testbuy.localstack import configure_moto, load_app, quiet_werkzeug
 
@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     server.start()
     configure_moto(f"http://127.0.0.1:{args.port}")
-    bridge = Bridge(chalice_handlers(load_app().app), prefix=f"testbuy-{args.stage}-")
+    app_module = load_app()
+    bridge = Bridge(chalice_handlers(app_module.app), prefix=f"testbuy-{args.stage}-")
     bridge.install()
+    sfn_events.install(app_module.execution_safety_net)
     done = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:

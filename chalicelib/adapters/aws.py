@@ -76,6 +76,16 @@ class StepFunctionsWorkflow:
             if error_code(exc) not in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
                 raise
 
+    def is_running(self, machine: str, name: str) -> bool:
+        arn = self._machines[machine].replace(":stateMachine:", ":execution:") + f":{name}"
+        try:
+            resp = self._sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if error_code(exc) == "ExecutionDoesNotExist":
+                return False
+            raise
+        return bool(resp.get("status") == "RUNNING")
+
 
 class S3EvidenceStore:
     def __init__(self, client: Any, bucket: str) -> None:

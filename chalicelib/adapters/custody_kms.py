@@ -63,6 +63,7 @@ class KmsCustodyKey:
 def custody_key_from(cfg: Settings, session: Any) -> CustodyKey:
     """The deployment's custody key: KMS when a key ARN is configured, else the local per-stack key; neither is a
     configuration error (custody is never written unkeyed), and a deployed (``cognito``) stack must use KMS."""
+    from chalicelib.adapters.clients import make_client
     from chalicelib.adapters.custody_hmac import LocalHmacKey
     from chalicelib.config import ConfigError
 
@@ -70,7 +71,9 @@ def custody_key_from(cfg: Settings, session: Any) -> CustodyKey:
         raise ConfigError("TESTBUY_CUSTODY_KMS_KEY_ARN is required when TESTBUY_AUTH_MODE=cognito")
     if cfg.custody_kms_key_arn:
         try:
-            return KmsCustodyKey(session.client("kms"), cfg.custody_kms_key_arn, cfg.custody_kms_previous_key_arns)
+            return KmsCustodyKey(
+                make_client(session, "kms"), cfg.custody_kms_key_arn, cfg.custody_kms_previous_key_arns
+            )
         except ValueError as exc:
             raise ConfigError(f"TESTBUY_CUSTODY_KMS_KEY_ARN: {exc}") from None
     if cfg.custody_key:

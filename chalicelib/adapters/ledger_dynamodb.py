@@ -152,7 +152,7 @@ class DynamoLedger:
                 if not reasons or not reasons <= _RETRYABLE:
                     raise  # a validation error or an unknown reason: not ours to paper over
             # Another transaction held one of our items: nothing applied, so sending it again is safe.
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # nosec B311 # backoff jitter between retries, not a secret
         raise TransientError(f"{op.value} for {subject} kept conflicting with concurrent transactions; retry")
 
     def _balance_update(
@@ -428,6 +428,9 @@ class DynamoLedger:
         failures = {1: self._hold_changed(program_id, order_id, Op.RECOVER)}
         replay = self._transact(program_id, Op.RECOVER, order_id, fp, items, failures)
         return replay or self._result(program_id, Op.RECOVER, order_id, amount)
+
+    def threshold_marked(self, program_id: str, threshold: float) -> bool:
+        return self._get(program_id, f"THRESHOLD#{threshold:.4f}") is not None
 
     def mark_threshold(self, program_id: str, threshold: float) -> bool:
         item = to_item(

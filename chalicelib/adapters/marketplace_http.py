@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
 from chalicelib.domain.errors import MarketplaceUnavailable, OrderRefused
-from chalicelib.ports import PlacedOrder
+from chalicelib.ports import MarketOrder, PlacedOrder
 
 
 class HttpMarketplace:
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise ValueError("the marketplace URL must be http(s)://")  # urlopen would also open file:// and ftp://
         self._base = base_url.rstrip("/")
         self._timeout = timeout
 
@@ -24,7 +27,7 @@ class HttpMarketplace:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:  # nosec B310 # scheme checked in __init__: http(s) only
                 return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
         except urllib.error.HTTPError as exc:
             payload = exc.read()
@@ -36,18 +39,42 @@ class HttpMarketplace:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise MarketplaceUnavailable(f"marketplace unreachable: {exc}") from None
 
-    def place_order(self, order_id: str, seller_id: str, persona_id: str, max_price: int, currency: str) -> PlacedOrder:
+    def place_order(
+        self, order_id: str, seller_id: str, account_ref: str, max_price: int, currency: str
+    ) -> PlacedOrder:
+        """Idempotent on ``client_order_id``; the marketplace refuses (409) a price above ``max_price``."""
         data = self._post(
             "/orders",
             {
                 "client_order_id": order_id,
                 "seller_id": seller_id,
-                "buyer": persona_id,
+                "buyer": account_ref,
                 "max_price": max_price,
                 "currency": currency,
             },
         )
         return PlacedOrder(marketplace_order_id=str(data["marketplace_order_id"]), price=int(data["price"]))
+
+    def find_order(self, order_id: str) -> MarketOrder | None:
+        """``GET /orders?client_order_id=<order id>``: 404 means the marketplace never took it."""
+        req = urllib.request.Request(
+            self._base + "/orders?" + urllib.parse.urlencode({"client_order_id": order_id}), method="GET"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:  # noqa: S310 - configured endpoint
+                data = json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            exc.read()
+            if exc.code == 404:
+                return None
+            if exc.code >= 500 or exc.code == 429:
+                raise MarketplaceUnavailable(f"marketplace answered {exc.code}") from None
+            raise
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise MarketplaceUnavailable(f"marketplace unreachable: {exc}") from None
+        return MarketOrder(
+            marketplace_order_id=str(data["marketplace_order_id"]), price=int(data["price"]), status=str(data["status"])
+        )
 
     def cancel_order(self, marketplace_order_id: str) -> None:
         self._post(f"/orders/{marketplace_order_id}/cancel", {})

@@ -1,4 +1,8 @@
-"""Repositories on one DynamoDB table (single-table design; keys documented per method).
+"""Repositories on one DynamoDB table (single-table design; keys documented per method), one class per port:
+``DynamoPrograms``, ``DynamoRounds``, ``DynamoOrders``, ``DynamoCustody``, ``DynamoPersonas`` (sharing the table
+plumbing of ``DynamoTable``). Order status changes are the lifecycle's intents, each one conditional write on the
+from-statuses of ``chalicelib.domain.lifecycle``; the index keys (``gsi1`` round listing, ``gsi2`` lab queue) are
+set and cleared here, never by the services.
 
 - ``PROGRAM#<p> / META``: the programme; ``PROGRAM#<p> / ROUND#<r>``: its rounds.
 - ``SELLERS#<p> / <seller>``: the sampling frame.
@@ -11,6 +15,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,12 +23,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamo_codec import av, cancellation_codes, error_code, from_item, to_item
+from chalicelib.domain import lifecycle
 from chalicelib.domain.errors import InvalidState, NotFound
-from chalicelib.domain.models import Order, Program, Round, Seller, Verdict
+from chalicelib.domain.lifecycle import OrderEvent
+from chalicelib.domain.models import Order, Program, Round, Seller, Verdict, VerdictKind
 from chalicelib.domain.personas import PersonaPolicy, PersonaState, iso_week
 
 
-class DynamoStore:
+class DynamoTable:
+    """Plumbing shared by the repositories (one client, one table)."""
+
     def __init__(self, client: Any, table: str) -> None:
         self._db = client
         self._table = table
@@ -120,7 +129,10 @@ class DynamoStore:
         resp = self._db.update_item(**kwargs)
         return from_item(resp["Attributes"])
 
-    # ---------------------------------------------------------------------------------------------- programmes
+
+class DynamoPrograms(DynamoTable):
+    """``ProgramRepository``: ``PROGRAM#<p> / META``, ``SELLERS#<p> / <seller>``, ``PROGRAM#<p> / REFUNDFEED#<m>``."""
+
     def put_program(self, program: Program) -> None:
         self._put({"pk": f"PROGRAM#{program.program_id}", "sk": "META", **program.model_dump(mode="json")})
 
@@ -159,7 +171,10 @@ class DynamoStore:
             for i in self._query_pk(f"PROGRAM#{program_id}", "REFUNDFEED#")
         ]
 
-    # ---------------------------------------------------------------------------------------------- rounds
+
+class DynamoRounds(DynamoTable):
+    """``RoundRepository``: ``PROGRAM#<p> / ROUND#<r>``."""
+
     def put_round(self, rnd: Round) -> None:
         self._put({"pk": f"PROGRAM#{rnd.program_id}", "sk": f"ROUND#{rnd.round_id}", **rnd.model_dump(mode="json")})
 
@@ -188,7 +203,12 @@ class DynamoStore:
         item = self._get(f"PROGRAM#{program_id}", f"ROUND#{round_id}")
         return None if item is None else item.get("orders_token")
 
-    # ---------------------------------------------------------------------------------------------- orders
+
+class DynamoOrders(DynamoTable):
+    """``OrderRepository``: ``ORDER#<o> / META`` (GSI1 ``ROUND#<r>`` lists a round's orders, GSI2 ``LABQ#<lab>`` is
+    the lab's queue while the sample waits for a verdict; task tokens and arrivals live on this item and are never
+    returned by the API), ``ORDER#<o> / VERDICT`` and ``SELLERHIST#<seller> / CONFIRMED#<o>``."""
+
     @staticmethod
     def _order_item(order: Order) -> dict[str, Any]:
         return {
@@ -216,8 +236,29 @@ class DynamoStore:
             raise NotFound(f"no order {order_id}", details=[{"field": "order_id"}])
         return item
 
-    def update_order(self, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()) -> Order:
-        expected = list(expect_status)
+    def list_round_orders(self, round_id: str) -> list[Order]:
+        items = self._query(
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :p",
+            ExpressionAttributeValues={":p": av(f"ROUND#{round_id}")},
+        )
+        return [Order.model_validate(i) for i in items]
+
+    def lab_queue(self, lab_id: str) -> list[Order]:
+        items = self._query(
+            IndexName="gsi2",
+            KeyConditionExpression="gsi2pk = :p",
+            ExpressionAttributeValues={":p": av(f"LABQ#{lab_id}")},
+        )
+        return [Order.model_validate(i) for i in items]
+
+    # ------------------------------------------------------------------------------------------ lifecycle intents
+    def _write(
+        self, order_id: str, fields: Mapping[str, Any], *, statuses: Iterable[str] = (), removes: Iterable[str] = ()
+    ) -> Order:
+        """One conditional update of the order item (only from ``statuses`` when given); ``InvalidState`` if the
+        condition fails, ``NotFound`` for an unknown order."""
+        expected = list(statuses)
         cond = "attribute_exists(pk)"
         values: dict[str, Any] = {}
         names: dict[str, str] = {}
@@ -229,7 +270,7 @@ class DynamoStore:
                 placeholders.append(f":st{i}")
             cond += f" AND #st IN ({', '.join(placeholders)})"
         sets = _jsonable(fields)
-        removes = [k for k, v in sets.items() if v is None]
+        removes = [*removes, *(k for k, v in sets.items() if v is None)]
         sets = {k: v for k, v in sets.items() if v is not None}
         try:
             item = self._update(
@@ -251,28 +292,112 @@ class DynamoStore:
             ) from None
         return Order.model_validate(item)
 
-    def list_round_orders(self, round_id: str) -> list[Order]:
-        items = self._query(
-            IndexName="gsi1",
-            KeyConditionExpression="gsi1pk = :p",
-            ExpressionAttributeValues={":p": av(f"ROUND#{round_id}")},
-        )
-        return [Order.model_validate(i) for i in items]
+    def _apply(
+        self, order_id: str, event: OrderEvent, at: datetime, fields: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Order:
+        """Apply a lifecycle event: conditional on its from-statuses; already in its target status is a no-op."""
+        to = lifecycle.target(event)
+        try:
+            return self._write(
+                order_id,
+                {**(fields or {}), "status": to, "updated_at": at},
+                statuses=[s.value for s in lifecycle.sources(event)],
+                **kw,
+            )
+        except InvalidState:
+            current = self.get_order(order_id)
+            if current.status is to:
+                return current  # a retried intent
+            lifecycle.transition(current.status, event)  # raises InvalidState naming the event
+            raise
 
-    def lab_queue(self, lab_id: str) -> list[Order]:
-        items = self._query(
-            IndexName="gsi2",
-            KeyConditionExpression="gsi2pk = :p",
-            ExpressionAttributeValues={":p": av(f"LABQ#{lab_id}")},
-        )
-        return [Order.model_validate(i) for i in items]
+    def mark_reserved(self, order_id: str, at: datetime) -> Order:
+        return self._apply(order_id, E.RESERVE, at)
 
+    def mark_skipped_budget(self, order_id: str, at: datetime) -> Order:
+        return self._apply(order_id, E.SKIP_BUDGET, at, {"failure": "budget exhausted"})
+
+    def record_place_intent(self, order_id: str, at: datetime) -> Order:
+        return self._apply(order_id, E.PLACE_INTENT, at, {"place_intent_at": at})
+
+    def mark_placed(self, order_id: str, marketplace_order_id: str, price: int, at: datetime) -> Order:
+        return self._apply(order_id, E.PLACED, at, {"marketplace_order_id": marketplace_order_id, "price": price})
+
+    def mark_refused(self, order_id: str, at: datetime) -> Order:
+        return self._apply(order_id, E.REFUSED, at, {"failure": "seller refused the order"})
+
+    def mark_delivered(self, order_id: str, delivered_at: datetime, at: datetime) -> Order:
+        return self._apply(order_id, E.DELIVERED, at, {"delivered_at": delivered_at})
+
+    def mark_at_lab(self, order_id: str, lab_id: str, at: datetime) -> Order:
+        return self._apply(
+            order_id, E.FORWARDED, at, {"lab_id": lab_id, "gsi2pk": f"LABQ#{lab_id}", "gsi2sk": at.isoformat()}
+        )
+
+    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime) -> Order:
+        return self._apply(order_id, E.VERDICT, at, {"verdict": verdict}, removes=_LAB_QUEUE)
+
+    def mark_settled(self, order_id: str, at: datetime) -> Order:
+        return self._apply(order_id, E.CAPTURED, at, removes=_LAB_QUEUE)
+
+    def record_cancel_intent(self, order_id: str, failure: str, at: datetime) -> Order:
+        current = self.get_order(order_id)
+        return self._apply(
+            order_id, E.CANCEL_INTENT, at, {"failure": current.failure or failure, "cancel_intent_at": at}
+        )
+
+    def mark_failed(self, order_id: str, failure: str, at: datetime, *, delivery: bool = False) -> Order:
+        event = E.FAIL_DELIVERY if delivery else E.FAIL
+        return self._apply(order_id, event, at, {"failure": failure}, removes=_LAB_QUEUE)
+
+    def mark_needs_reconciliation(self, order_id: str, reason: str, at: datetime) -> Order:
+        current = self.get_order(order_id)
+        fields = {"failure": current.failure or reason, "stuck_reason": reason}
+        return self._apply(order_id, E.STUCK, at, fields, removes=_LAB_QUEUE)
+
+    # ------------------------------------------------------------------------------------------ facts
+    def set_persona(self, order_id: str, persona_id: str, at: datetime) -> Order:
+        try:
+            item = self._update(
+                f"ORDER#{order_id}",
+                "META",
+                {"persona_id": persona_id, "updated_at": at.isoformat()},
+                condition="attribute_exists(pk) AND (attribute_not_exists(persona_id) OR persona_id = :p)",
+                cond_values={":p": persona_id},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            self.get_order(order_id)
+            raise InvalidState(f"order {order_id} already has another persona") from None
+        return Order.model_validate(item)
+
+    def record_marketplace_order(self, order_id: str, marketplace_order_id: str, price: int, at: datetime) -> Order:
+        return self._write(order_id, {"marketplace_order_id": marketplace_order_id, "price": price, "updated_at": at})
+
+    def record_refund(self, order_id: str, refunded: int, at: datetime) -> Order:
+        return self._write(order_id, {"refunded": refunded, "updated_at": at})
+
+    def record_recommendations(self, order_id: str, recommendations: list[dict[str, Any]], at: datetime) -> Order:
+        return self._write(order_id, {"recommendations": recommendations, "updated_at": at})
+
+    def record_service_quality(self, order_id: str, score: float, detail: Mapping[str, Any], at: datetime) -> Order:
+        return self._write(
+            order_id, {"service_quality": score, "service_quality_detail": dict(detail), "updated_at": at}
+        )
+
+    def update_order(self, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()) -> Order:
+        """Test fixtures and operator repair only: not part of the port, and no service calls it (statuses move
+        through the lifecycle intents above)."""
+        return self._write(order_id, fields, statuses=[str(s) for s in expect_status])
+
+    # ------------------------------------------------------------------------------------------ wait points
     def arm(self, order_id: str, point: str, token: str) -> Mapping[str, Any] | None:
         item = self._update(f"ORDER#{order_id}", "META", {f"{point}_token": token}, condition="attribute_exists(pk)")
         arrival = item.get(f"{point}_arrival")
         return arrival if isinstance(arrival, dict) else None
 
-    def arrive(self, order_id: str, point: str, payload: Mapping[str, Any]) -> str | None:
+    def arrive(self, order_id: str, point: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
         names = {"#a": f"{point}_arrival"}
         resp = self._db.update_item(
             TableName=self._table,
@@ -283,8 +408,10 @@ class DynamoStore:
             ExpressionAttributeValues={":p": av(dict(payload))},
             ReturnValues="ALL_NEW",
         )
-        token = from_item(resp["Attributes"]).get(f"{point}_token")
-        return str(token) if token else None
+        item = from_item(resp["Attributes"])
+        token = item.get(f"{point}_token")
+        stored = item.get(f"{point}_arrival")
+        return (stored if isinstance(stored, dict) else dict(payload)), (str(token) if token else None)
 
     def finalize(self, order_id: str, program_id: str, round_id: str) -> Round:
         try:
@@ -314,15 +441,18 @@ class DynamoStore:
             codes = cancellation_codes(exc)
             if not (codes and codes[0] == "ConditionalCheckFailed" and codes[1:] == ["None"]):
                 raise
-        return self.get_round(program_id, round_id)
+        item = self._get(f"PROGRAM#{program_id}", f"ROUND#{round_id}")
+        if item is None:
+            raise NotFound(f"no round {round_id} in programme {program_id}", details=[{"field": "round_id"}])
+        return Round.model_validate(item)
 
-    def put_verdict(self, verdict: Verdict) -> Verdict:
+    def put_verdict(self, verdict: Verdict) -> tuple[Verdict, bool]:
         item = {"pk": f"ORDER#{verdict.order_id}", "sk": "VERDICT", **verdict.model_dump(mode="json")}
         if self._put(item, new_only=True):
-            return verdict
+            return verdict, True
         existing = self.get_verdict(verdict.order_id)
-        assert existing is not None
-        return existing
+        assert existing is not None  # nosec B101 # the put just failed on this key
+        return existing, False
 
     def get_verdict(self, order_id: str) -> Verdict | None:
         item = self._get(f"ORDER#{order_id}", "VERDICT")
@@ -341,9 +471,10 @@ class DynamoStore:
     def confirmed_history(self, seller_id: str) -> list[datetime]:
         return sorted(datetime.fromisoformat(i["at"]) for i in self._query_pk(f"SELLERHIST#{seller_id}", "CONFIRMED#"))
 
-    # custody: moved to chalicelib/adapters/custody_dynamodb.py (DynamoCustody), issue 8 item 5
 
-    # ---------------------------------------------------------------------------------------------- personas
+class DynamoPersonas(DynamoTable):
+    """``PersonaRepository``: ``PERSONAS#<p> / <persona>`` and ``PERSONAUSE#<persona> / SELLER#<seller>``."""
+
     def ensure_pool(self, program_id: str, size: int) -> None:
         for i in range(size):
             self._put(
@@ -441,6 +572,19 @@ class DynamoStore:
             raise
         return True
 
+    def account_ref(self, program_id: str, persona_id: str) -> str:
+        """A random opaque reference, created on first use and stored with the persona (one conditional update):
+        the marketplace never sees the persona id ``<program>-pNNN``, which would link a programme's buys."""
+        resp = self._db.update_item(
+            TableName=self._table,
+            Key=self._key(f"PERSONAS#{program_id}", persona_id),
+            UpdateExpression="SET account_ref = if_not_exists(account_ref, :r)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":r": av("acct-" + secrets.token_hex(12))},
+            ReturnValues="ALL_NEW",
+        )
+        return str(from_item(resp["Attributes"])["account_ref"])
+
     def persona_secret(self, program_id: str, persona_id: str) -> dict[str, Any]:
         """Account, drop point and payment reference: for the admin role only."""
         item = self._get(f"PERSONAS#{program_id}", persona_id)
@@ -470,6 +614,10 @@ class DynamoStore:
                 UpdateExpression="SET retired = :t",
                 ExpressionAttributeValues={":t": av(True)},
             )
+
+
+E = OrderEvent
+_LAB_QUEUE = ("gsi2pk", "gsi2sk")
 
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,6 +50,20 @@ class OrderDeliveryFailed(EventData):
     reason: str
 
 
+class OrderReconciliationRequired(EventData):
+    """Alert: compensation could not finish (a capture or a cancellation kept failing). The reservation is kept on
+    the ledger; the sweeper retries; someone should look."""
+
+    detail_type = "OrderReconciliationRequired"
+    component = "orders"
+    order_id: str
+    round_id: str
+    seller_id: str
+    reason: str
+    held: int = Field(description="minor units still reserved for the order")
+    currency: str
+
+
 class OrderSettled(EventData):
     detail_type = "OrderSettled"
     component = "orders"
@@ -144,6 +158,7 @@ class RoundFailed(EventData):
 ALL_EVENTS: tuple[type[EventData], ...] = (
     OrderPlaced,
     OrderDeliveryFailed,
+    OrderReconciliationRequired,
     OrderSettled,
     VerdictRecorded,
     ServiceQualityRecorded,

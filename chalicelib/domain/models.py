@@ -16,6 +16,7 @@ from pydantic import (
     StrictInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from chalicelib.domain.money import Amount, Currency
@@ -47,8 +48,18 @@ class Lenient(BaseModel):
 # ---------------------------------------------------------------------------------------------------------- programme
 
 
+# A Standard execution lives at most one year. An order execution waits at most jitter + delivery + verdict, plus
+# the time its retries may take (bounded by the ASL: tests/unit/test_asl.py checks the ASL against this budget).
+EXECUTION_LIMIT_SECONDS = 365 * 86400
+RETRY_BUDGET_SECONDS = 5 * 86400
+ORDER_WAIT_LIMIT_SECONDS = EXECUTION_LIMIT_SECONDS - RETRY_BUDGET_SECONDS - 86400  # and a day to spare
+
+
 class Timeouts(Strict):
-    """How long the order workflow waits. Seconds locally, days in production; never hard-coded in the ASL."""
+    """How long the order workflow waits. Seconds locally, days in production; never hard-coded in the ASL.
+
+    Their sum (with the retry budget) must keep an order execution well within Step Functions' one-year limit: an
+    execution that outlives it ends TIMED_OUT, with no Catch run at all."""
 
     delivery_seconds: StrictInt = Field(default=14 * 86400, ge=1, le=180 * 86400)
     verdict_seconds: StrictInt = Field(default=30 * 86400, ge=1, le=365 * 86400)
@@ -56,6 +67,17 @@ class Timeouts(Strict):
     max_jitter_seconds: StrictInt = Field(
         default=0, ge=0, le=7 * 86400, description="orders wait a random 0..max before placing (stealth)"
     )
+
+    @model_validator(mode="after")
+    def _fits_one_execution(self) -> Timeouts:
+        waits = self.delivery_seconds + self.verdict_seconds + self.max_jitter_seconds
+        if waits > ORDER_WAIT_LIMIT_SECONDS:
+            raise ValueError(
+                f"delivery_seconds + verdict_seconds + max_jitter_seconds = {waits} s is more than "
+                f"{ORDER_WAIT_LIMIT_SECONDS} s: with the retry budget ({RETRY_BUDGET_SECONDS} s) an order execution "
+                "could outlive Step Functions' one year limit; shorten delivery_seconds or verdict_seconds"
+            )
+        return self
 
 
 class ProgramCreate(Strict):
@@ -234,18 +256,24 @@ class Round(Lenient):
 
 
 class OrderStatus(StrEnum):
+    """Where a test buy stands. The allowed moves between these are ``chalicelib.domain.lifecycle.TRANSITIONS``."""
+
     SAMPLED = "sampled"
     RESERVED = "reserved"
+    PLACING = "placing"  # intent recorded: the marketplace may or may not have the order (ask it by order id)
     PLACED = "placed"
     DELIVERED = "delivered"
     AT_LAB = "at_lab"
     VERDICT = "verdict"
+    CANCELLING = "cancelling"  # compensation: cancel intent recorded, the marketplace's answer not yet known
     SETTLED = "settled"
     # terminal failures
     SKIPPED_BUDGET = "skipped_budget"
     FAILED = "failed"
     DELIVERY_FAILED = "delivery_failed"
     REFUSED = "refused"
+    # not terminal: compensation gave up for now; the hold is kept, an alert was raised, the sweeper retries
+    NEEDS_RECONCILIATION = "needs_reconciliation"
 
 
 TERMINAL_STATUSES = frozenset(
@@ -355,6 +383,7 @@ class Order(Lenient):
     service_quality: float | None = None
     refunded: int = 0
     failure: str | None = None
+    place_intent_at: datetime | None = None
     recommendations: list[dict[str, Any]] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime

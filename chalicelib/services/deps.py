@@ -44,6 +44,6 @@ class Deps:
     enforcement_policy: PolicyConfig = field(default_factory=PolicyConfig)
     persona_pool_size: int = 40
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
-    webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not
     # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
     custody_key: CustodyKey | None = None
+    webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not

@@ -46,63 +46,70 @@ def queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
 def post_verdict(
     d: Deps, order_id: str, lab_id: str | None, actor: Actor, req: VerdictIn, correlation_id: str
 ) -> tuple[Verdict, bool]:
-    """Record the verdict once. Same verdict again: returns it (created=False). A different one: ``Conflict``."""
+    """Record the verdict once (one conditional write decides between concurrent posts). Same verdict again:
+    returns it (created=False). A different one: ``Conflict``.
+
+    Whoever gets here, first call or retry, then makes sure of every follow-up, each idempotent: the custody entry
+    (looked up before it is appended), the order's status, the stored arrival and the resume of the waiting
+    execution, and ``VerdictRecorded`` (deterministic id). A retry after any of them failed finishes the job instead
+    of answering early and leaving the execution to wait for its timeout."""
     order = _order_for_lab(d, order_id, lab_id)
-    existing = d.orders.get_verdict(order_id)
-    if existing is not None:
-        if existing.verdict != req.verdict:
-            raise Conflict(
-                f"sample {order_id} already has verdict {existing.verdict.value}",
-                details=[{"field": "verdict", "recorded": existing.verdict.value}],
+    stored = d.orders.get_verdict(order_id)
+    created = False
+    if stored is None:
+        if order.status not in (S.AT_LAB, S.VERDICT):
+            raise InvalidState(
+                f"sample {order_id} is {order.status.value}; verdicts are taken while it is at the lab",
+                details=[{"field": "status", "status": order.status.value}],
             )
-        return existing, False
-    if order.status not in (S.AT_LAB, S.VERDICT):
-        raise InvalidState(
-            f"sample {order_id} is {order.status.value}; verdicts are taken while it is at the lab",
-            details=[{"field": "status", "status": order.status.value}],
+        verdict = Verdict(
+            order_id=order_id,
+            lab_id=order.lab_id or "",
+            verdict=req.verdict,
+            notes=req.notes,
+            evidence=req.evidence,
+            recorded_at=d.clock.now(),
+            recorded_by=actor.subject,
         )
-    now = d.clock.now()
-    verdict = Verdict(
-        order_id=order_id,
-        lab_id=order.lab_id or "",
-        verdict=req.verdict,
-        notes=req.notes,
-        evidence=req.evidence,
-        recorded_at=now,
-        recorded_by=actor.subject,
-    )
-    stored = d.orders.put_verdict(verdict)
-    if stored.verdict != verdict.verdict:
+        stored, created = d.orders.put_verdict(verdict)
+    if stored.verdict != req.verdict:
         raise Conflict(
             f"sample {order_id} already has verdict {stored.verdict.value}",
             details=[{"field": "verdict", "recorded": stored.verdict.value}],
         )
-    # --- custody (issue 8 item 5): the archive entry, logged by the lab principal, once; its anchor goes in the event
+    _verdict_follow_ups(d, order, stored, actor, correlation_id)
+    return stored, created
+
+
+def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, correlation_id: str) -> None:
+    order_id = order.order_id
+    # --- custody (issue 8 item 5): the archive entry, logged by the lab principal, once (a retry finds it);
+    # its position and MAC are the checkpoint carried in VerdictRecorded, the same on every retry.
     archive = f"lab:{order.lab_id}:archive"
-    _, anchor = custody.append(
+    condition = f"examined: {verdict.verdict.value}"
+    entry, _ = custody.append(
         d,
         order_id,
         actor,
         from_party=f"lab:{order.lab_id}",
         to_party=archive,
-        at=now,
+        at=verdict.recorded_at,
         location=f"lab {order.lab_id}",
-        condition=f"examined: {req.verdict.value}",
-        evidence=req.evidence,
+        condition=condition,
+        evidence=verdict.evidence,
         once=lambda e: (
             (e.from_party, e.to_party, e.condition, e.evidence)
-            == (f"lab:{order.lab_id}", archive, f"examined: {req.verdict.value}", tuple(req.evidence))
+            == (f"lab:{order.lab_id}", archive, condition, tuple(verdict.evidence))
         ),
     )
+    anchor = Anchor(entry.seq + 1, entry.mac)
     # --- end custody
-    d.orders.update_order(
-        order_id,
-        {"status": S.VERDICT, "verdict": req.verdict, "gsi2pk": None, "gsi2sk": None, "updated_at": now},
-        expect_status=[S.AT_LAB, S.VERDICT],
-    )
-    token = d.orders.arrive(order_id, "verdict", {"verdict": req.verdict.value})
+    current = d.orders.get_order(order_id)
+    if current.status is S.AT_LAB:
+        d.orders.mark_verdict(order_id, verdict.verdict, d.clock.now())
+    arrival, token = d.orders.arrive(order_id, "verdict", {"verdict": verdict.verdict.value})
     if token:
-        d.workflow.succeed(token, {"verdict": req.verdict.value})
+        d.workflow.succeed(token, dict(arrival))
     d.events.publish(
         [
             envelope(
@@ -111,18 +118,17 @@ def post_verdict(
                     round_id=order.round_id,
                     seller_id=order.seller_id,
                     lab_id=order.lab_id or "",
-                    verdict=req.verdict.value,
+                    verdict=verdict.verdict.value,
                     custody_length=anchor.length,
                     custody_head=anchor.head,
                 ),
                 event_id=deterministic_event_id(order_id, "VerdictRecorded"),
                 correlation_id=correlation_id,
-                occurred_at=now,
+                occurred_at=verdict.recorded_at,
                 program_id=order.program_id,
             )
         ]
     )
-    return stored, True
 
 
 def post_service_quality(
@@ -135,10 +141,7 @@ def post_service_quality(
             details=[{"field": "status", "status": order.status.value}],
         )
     score = req.score()
-    d.orders.update_order(
-        order_id,
-        {"service_quality": score, "service_quality_detail": req.model_dump(), "updated_at": d.clock.now()},
-    )
+    d.orders.record_service_quality(order_id, score, req.model_dump(), d.clock.now())
     d.events.publish(
         [
             envelope(

@@ -65,31 +65,36 @@ def import_sellers(d: Deps, program_id: str, req: SellerImport) -> dict[str, Any
 
 
 def check_thresholds(d: Deps, program: Program, balance: Balance, correlation_id: str) -> list[float]:
-    """Publish ``BudgetThresholdCrossed`` once per configured fraction of funds committed (reserved or spent)."""
+    """Publish ``BudgetThresholdCrossed`` for each configured fraction of funds committed (reserved or spent).
+
+    Publish first (deterministic event id per programme and threshold), mark as sent second: a crash or a failed
+    publish in between means the next call publishes again (subscribers dedupe by id), never that it is lost."""
     if balance.funded <= 0:
         return []
     committed = balance.funded - balance.available
-    crossed = []
-    for threshold in d.budget_thresholds:
-        if committed >= threshold * balance.funded and d.ledger.mark_threshold(program.program_id, threshold):
-            crossed.append(threshold)
-    if crossed:
-        now = d.clock.now()
-        d.events.publish(
-            [
-                envelope(
-                    BudgetThresholdCrossed(
-                        threshold=t, committed=committed, funded=balance.funded, currency=program.currency
-                    ),
-                    event_id=deterministic_event_id(program.program_id, "threshold", f"{t:.4f}"),
-                    correlation_id=correlation_id,
-                    occurred_at=now,
-                    program_id=program.program_id,
-                )
-                for t in crossed
-            ]
-        )
-    return crossed
+    due = [
+        t
+        for t in d.budget_thresholds
+        if committed >= t * balance.funded and not d.ledger.threshold_marked(program.program_id, t)
+    ]
+    if not due:
+        return []
+    now = d.clock.now()
+    d.events.publish(
+        [
+            envelope(
+                BudgetThresholdCrossed(
+                    threshold=t, committed=committed, funded=balance.funded, currency=program.currency
+                ),
+                event_id=deterministic_event_id(program.program_id, "threshold", f"{t:.4f}"),
+                correlation_id=correlation_id,
+                occurred_at=now,
+                program_id=program.program_id,
+            )
+            for t in due
+        ]
+    )
+    return [t for t in due if d.ledger.mark_threshold(program.program_id, t)]
 
 
 def ingest_refund_feed(d: Deps, program_id: str, req: RefundFeedIn) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 Behaviour comes from the seeded ``World``: prices vary around the seller's expected cost, some first attempts fail
 with 503 (the order workflow must retry), some sellers refuse (409), some parcels are lost (no webhook: the order
 workflow must time out and release the money), the rest are delivered after the seller's delay.
+
+The API: ``POST /orders`` (idempotent on ``client_order_id``; a price above ``max_price`` is refused with 409),
+``GET /orders?client_order_id=`` (look an order up by the client's id: 404 if never taken), ``POST
+/orders/<id>/cancel`` (409 once delivered), ``POST /orders/<id>/refund``. ``truth()`` is the ground truth tests
+check the ledger against: every order bought, at its price, and whether it was cancelled, delivered, refunded.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +37,10 @@ class SimOrder:
     client_order_id: str
     seller_id: str
     price: int
-    status: str = "placed"
+    buyer: str = ""
+    status: str = "placed"  # placed (live), delivered, cancelled: what the marketplace knows, webhooks or not
     refunded: int = 0
+    cancel_calls: int = 0
 
 
 class Scheduler:
@@ -99,10 +107,15 @@ class MarketplaceSim:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                self._answer(*sim.lookup(self.path))
+
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 length = int(self.headers.get("content-length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                status, payload = sim.handle(self.path, body)
+                self._answer(*sim.handle(self.path, body))
+
+            def _answer(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -126,16 +139,52 @@ class MarketplaceSim:
     def _rng(self, *parts: str) -> random.Random:
         return random.Random(hashlib.sha256("|".join((str(self.seed), *parts)).encode()).hexdigest())
 
+    def by_client_id(self, client_order_id: str) -> SimOrder | None:
+        with self._lock:
+            return next((o for o in self.orders.values() if o.client_order_id == client_order_id), None)
+
+    def lookup(self, path: str) -> tuple[int, dict[str, Any]]:
+        url = urllib.parse.urlsplit(path)
+        if url.path.rstrip("/") != "/orders":
+            return 404, {"error": "no such route"}
+        client_id = urllib.parse.parse_qs(url.query).get("client_order_id", [""])[0]
+        order = self.by_client_id(client_id)
+        if order is None:
+            return 404, {"error": "unknown order"}
+        return 200, self._view(order)
+
+    @staticmethod
+    def _view(o: SimOrder) -> dict[str, Any]:
+        return {
+            "marketplace_order_id": o.marketplace_order_id,
+            "client_order_id": o.client_order_id,
+            "price": o.price,
+            "status": o.status,
+            "refunded": o.refunded,
+        }
+
+    def truth(self) -> list[dict[str, Any]]:
+        """Ground truth: every order the marketplace took, with its price, status and refund."""
+        with self._lock:
+            return [{**self._view(o), "seller_id": o.seller_id, "buyer": o.buyer} for o in self.orders.values()]
+
+    def cancel(self, marketplace_order_id: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            order = self.orders.get(marketplace_order_id)
+            if order is None:
+                return 404, {"error": "unknown order"}
+            order.cancel_calls += 1
+            if order.status == "delivered":
+                return 409, {"reason": "already delivered"}
+            order.status = "cancelled"
+        return 200, {"cancelled": True}
+
     def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         parts = [p for p in path.split("/") if p]
         if parts == ["orders"]:
             return self.place(body)
         if len(parts) == 3 and parts[0] == "orders" and parts[2] == "cancel":
-            with self._lock:
-                order = self.orders.get(parts[1])
-                if order:
-                    order.status = "cancelled"
-            return (200, {"cancelled": True}) if order else (404, {"error": "unknown order"})
+            return self.cancel(parts[1])
         if len(parts) == 3 and parts[0] == "orders" and parts[2] == "refund":
             with self._lock:
                 order = self.orders.get(parts[1])
@@ -162,9 +211,17 @@ class MarketplaceSim:
             return 503, {"error": "temporarily unavailable"}
         if seller.refuses:
             return 409, {"reason": "seller cancelled the order"}
-        price = min(int(seller.expected_cost * rng.uniform(0.9, 1.1)), int(body["max_price"]))
+        price = self.price_for(seller.seller_id, int(seller.expected_cost * rng.uniform(0.9, 1.1)))
+        if price > int(body["max_price"]):
+            return 409, {"reason": "price above max_price"}
         mid = "mo-" + hashlib.sha256(client_id.encode()).hexdigest()[:16]
-        order = SimOrder(marketplace_order_id=mid, client_order_id=client_id, seller_id=seller.seller_id, price=price)
+        order = SimOrder(
+            marketplace_order_id=mid,
+            client_order_id=client_id,
+            seller_id=seller.seller_id,
+            price=price,
+            buyer=str(body.get("buyer", "")),
+        )
         with self._lock:
             self.orders[mid] = order
         if not seller.loses_parcel:
@@ -172,9 +229,15 @@ class MarketplaceSim:
             self._scheduler.at(time.monotonic() + delay, lambda: self._deliver(order, 0))
         return 200, {"marketplace_order_id": mid, "price": price}
 
+    def price_for(self, seller_id: str, price: int) -> int:
+        """The price charged (a hook for scripted marketplaces in tests)."""
+        return price
+
     def _deliver(self, order: SimOrder, attempt: int) -> None:
-        if order.status == "cancelled":
-            return
+        with self._lock:
+            if order.status == "cancelled":
+                return
+            order.status = "delivered"  # the parcel arrived, whether or not the webhook gets through
         body = json.dumps(
             {
                 "order_id": order.client_order_id,
@@ -198,7 +261,6 @@ class MarketplaceSim:
                 resp.read()
             with self._lock:
                 self.webhooks_sent += 1
-                order.status = "delivered"
         except (urllib.error.URLError, TimeoutError, ConnectionError):
             # Like a real marketplace: retry with backoff, a few times.
             with self._lock:

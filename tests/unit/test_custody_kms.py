@@ -81,7 +81,7 @@ BASE = {
     "TESTBUY_MARKETPLACE_URL": "http://m",
     "TESTBUY_AUTH_MODE": "local",
     "TESTBUY_TOKEN_SECRET": "x" * 32,
-    "TESTBUY_WEBHOOK_SECRET_ARN": "testbuy-test-webhook-secret",
+    "TESTBUY_WEBHOOK_SECRET_ARN": "testbuy-t-webhook-secret",
 }
 
 

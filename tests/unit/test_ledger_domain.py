@@ -119,6 +119,9 @@ class _Marks:
     def __init__(self) -> None:
         self.marked: set[float] = set()
 
+    def threshold_marked(self, program_id: str, threshold: float) -> bool:
+        return threshold in self.marked
+
     def mark_threshold(self, program_id: str, threshold: float) -> bool:
         if threshold in self.marked:
             return False
