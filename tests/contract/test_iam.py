@@ -231,8 +231,9 @@ def test_checkov_skips_carry_reasons(packaged: dict[str, Any]) -> None:
         ("ACCESS_DENIED", 403, "forbidden"),
         ("REQUEST_TOO_LARGE", 413, "payload_too_large"),
         ("THROTTLED", 429, "too_many_requests"),
-        ("DEFAULT_4XX", 400, "bad_request"),
-        ("DEFAULT_5XX", 500, "internal_error"),
+        ("DEFAULT_4XX", 400, "invalid_input"),
+        ("DEFAULT_5XX", 500, "internal"),
+        ("MISSING_AUTHENTICATION_TOKEN", 404, "not_found"),
     ],
 )
 def test_gateway_responses_use_the_documented_error_body(
