@@ -495,3 +495,31 @@ def test_a_literal_selector_narrows_the_resource(tmp_path: Any) -> None:
         ("states:StartExecution", "machine:order"),
         ("states:StartExecution", "machine:round"),
     }
+
+
+def test_a_policy_attached_to_a_role_elsewhere_in_the_template_is_seen(packaged: dict[str, Any]) -> None:
+    broken = copy.deepcopy(packaged)
+    broken["Resources"]["Extra"] = {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "extra",
+            "Roles": [{"Ref": "OrderCaptureRole"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "dynamodb:DeleteItem",
+                        "Resource": {"Fn::GetAtt": ["LedgerTable", "Arn"]},
+                    }
+                ],
+            },
+        },
+    }
+    broken["Resources"]["OrderPublishRole"]["Properties"]["ManagedPolicyArns"] = [
+        "arn:aws:iam::aws:policy/AdministratorAccess"
+    ]
+    problems = iam.check_template(broken)
+    assert "order_capture: role grants dynamodb:DeleteItem on table:ledger, which its code never reaches" in problems
+    assert "order_capture: may delete items from the ledger table" in problems
+    assert any(p.startswith("order_publish: role grants managed-policies") for p in problems)
