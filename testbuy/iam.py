@@ -815,7 +815,12 @@ def granted(template: Mapping[str, Any], desc: StackDescription) -> dict[str, di
             role = resources[role_id]["Properties"]
             documents = [p["PolicyDocument"] for p in role.get("Policies", [])] + attached.get(role_id, [])
             for document in documents:
-                for st in document["Statement"]:
+                statements = document["Statement"]
+                for st in [statements] if isinstance(statements, dict) else statements:
+                    if "Action" not in st or "Resource" not in st:
+                        # NotAction/NotResource grant everything else: never what the code reaches.
+                        effect.setdefault(st["Effect"], set()).add(("NotAction/NotResource", json.dumps(st)))
+                        continue
                     actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
                     targets = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
                     kind = st["Effect"] if "Condition" not in st else f"{st['Effect']}If"
