@@ -794,18 +794,33 @@ def _resource_key(expr: Any, desc: StackDescription) -> str:
 
 
 def granted(template: Mapping[str, Any], desc: StackDescription) -> dict[str, dict[str, set[Grant]]]:
-    """Function logical id -> {"Allow": grants, "Deny": grants} from its role's inline policies."""
+    """Function logical id -> {"Allow": grants, "Deny": grants, "AllowIf"/"DenyIf": conditional ones} from its role's
+    inline policies and every ``AWS::IAM::Policy``/``ManagedPolicy`` of the template attached to that role. A managed
+    policy ARN on the role, or a role the template does not define, is reported as a grant the code never reaches."""
     resources = template["Resources"]
+    attached: dict[str, list[dict[str, Any]]] = {}
+    for res in resources.values():
+        if res.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            for role in res["Properties"].get("Roles", []):
+                name = role.get("Ref") if isinstance(role, dict) else role
+                attached.setdefault(str(name), []).append(res["Properties"]["PolicyDocument"])
     out: dict[str, dict[str, set[Grant]]] = {}
     for fid, res in resources.items():
         if res["Type"] not in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             continue
         role_ref = res["Properties"].get("Role")
         effect: dict[str, set[Grant]] = {"Allow": set(), "Deny": set()}
-        if isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref:
-            role = resources[role_ref["Fn::GetAtt"][0]]["Properties"]
-            for policy in role.get("Policies", []):
-                for st in policy["PolicyDocument"]["Statement"]:
+        if isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref and role_ref["Fn::GetAtt"][0] in resources:
+            role_id = role_ref["Fn::GetAtt"][0]
+            role = resources[role_id]["Properties"]
+            documents = [p["PolicyDocument"] for p in role.get("Policies", [])] + attached.get(role_id, [])
+            for document in documents:
+                statements = document["Statement"]
+                for st in [statements] if isinstance(statements, dict) else statements:
+                    if "Action" not in st or "Resource" not in st:
+                        # NotAction/NotResource grant everything else: never what the code reaches.
+                        effect.setdefault(st["Effect"], set()).add(("NotAction/NotResource", json.dumps(st)))
+                        continue
                     actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
                     targets = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
                     kind = st["Effect"] if "Condition" not in st else f"{st['Effect']}If"

@@ -750,17 +750,20 @@ _SYNC_DLQ_SKIP = (
 
 #: The Swagger extension API Gateway reads its own error responses from.
 GATEWAY_RESPONSES_KEY = "x-amazon-apigateway-gateway-responses"
-#: Gateway response type -> (status, error code) of the documented error body. DEFAULT_4XX/5XX cover the rest.
+#: Gateway response type -> (status, error code) of the documented error body, with the codes the API itself uses
+#: (``chalicelib/api``: invalid_input, unauthorized, forbidden, not_found, payload_too_large, unsupported_media_type,
+#: internal). DEFAULT_4XX/5XX cover the types not listed.
 GATEWAY_RESPONSES: dict[str, tuple[int, str]] = {
-    "DEFAULT_4XX": (400, "bad_request"),
-    "DEFAULT_5XX": (500, "internal_error"),
+    "DEFAULT_4XX": (400, "invalid_input"),
+    "DEFAULT_5XX": (500, "internal"),
     "UNAUTHORIZED": (401, "unauthorized"),
     "EXPIRED_TOKEN": (401, "unauthorized"),
     "INVALID_SIGNATURE": (401, "unauthorized"),
-    "MISSING_AUTHENTICATION_TOKEN": (401, "unauthorized"),
+    # API Gateway answers an unknown path with this type: a 404, as the API itself and the local stack do.
+    "MISSING_AUTHENTICATION_TOKEN": (404, "not_found"),
     "ACCESS_DENIED": (403, "forbidden"),
-    "AUTHORIZER_FAILURE": (500, "internal_error"),
-    "AUTHORIZER_CONFIGURATION_ERROR": (500, "internal_error"),
+    "AUTHORIZER_FAILURE": (500, "internal"),
+    "AUTHORIZER_CONFIGURATION_ERROR": (500, "internal"),
     "INVALID_API_KEY": (403, "forbidden"),
     "WAF_FILTERED": (403, "forbidden"),
     "RESOURCE_NOT_FOUND": (404, "not_found"),
@@ -772,7 +775,7 @@ GATEWAY_RESPONSES: dict[str, tuple[int, str]] = {
     "QUOTA_EXCEEDED": (429, "too_many_requests"),
     "INTEGRATION_FAILURE": (502, "bad_gateway"),
     "INTEGRATION_TIMEOUT": (504, "gateway_timeout"),
-    "API_CONFIGURATION_ERROR": (500, "internal_error"),
+    "API_CONFIGURATION_ERROR": (500, "internal"),
 }
 #: Stage-wide throttling (requests per second, burst): beyond it API Gateway answers 429 (THROTTLED above).
 API_THROTTLE = (50, 100)

@@ -125,6 +125,7 @@ def delivery(call: Call) -> Reply:
         raise RuntimeError("webhook receipts are not wired")
     notice: DeliveryNotice = call.body
     webhook_id = str(call.context["webhook_id"])
+    orders.check_delivery(d, notice)  # a notice that can never apply is refused before its id is claimed
     state = receipts.claim(webhook_id, d.clock.now(), LEASE_SECONDS, KEEP_SECONDS)
     if state == "done":
         return Reply(202, {"order_id": notice.order_id, "accepted": True, "replay": True})

@@ -203,16 +203,24 @@ def await_point(d: Deps, order_id: str, point: str, token: str) -> dict[str, Any
     return {"armed": point}
 
 
-def record_delivery(d: Deps, notice: DeliveryNotice) -> dict[str, Any]:
-    """Delivery webhook: store the news (the first arrival wins), apply the FIRST arrival to the order, and resume
-    the waiting execution with it. A repeat (or a retry after a failure half-way) redoes the status change and the
-    resume from the stored arrival, never from its own payload: a later 'delivered' after a 'failed' changes
-    nothing."""
+def check_delivery(d: Deps, notice: DeliveryNotice) -> Order:
+    """The order a delivery notice is about, if the notice may be applied to it (reads only): ``NotFound`` for an
+    unknown order, ``InvalidInput`` when the marketplace order id is not this order's. The webhook route checks
+    this before it claims the webhook id, so a refused notice leaves nothing behind."""
     order = d.orders.get_order(notice.order_id)
     if order.marketplace_order_id != notice.marketplace_order_id:
         raise InvalidInput(
             "marketplace_order_id does not match this order", details=[{"field": "marketplace_order_id"}]
         )
+    return order
+
+
+def record_delivery(d: Deps, notice: DeliveryNotice) -> dict[str, Any]:
+    """Delivery webhook: store the news (the first arrival wins), apply the FIRST arrival to the order, and resume
+    the waiting execution with it. A repeat (or a retry after a failure half-way) redoes the status change and the
+    resume from the stored arrival, never from its own payload: a later 'delivered' after a 'failed' changes
+    nothing."""
+    order = check_delivery(d, notice)
     payload = {"status": notice.status, "occurred_at": notice.occurred_at.isoformat()}
     stored, token = d.orders.arrive(order.order_id, "delivery", payload)
     first = dict(stored)

@@ -231,8 +231,9 @@ def test_checkov_skips_carry_reasons(packaged: dict[str, Any]) -> None:
         ("ACCESS_DENIED", 403, "forbidden"),
         ("REQUEST_TOO_LARGE", 413, "payload_too_large"),
         ("THROTTLED", 429, "too_many_requests"),
-        ("DEFAULT_4XX", 400, "bad_request"),
-        ("DEFAULT_5XX", 500, "internal_error"),
+        ("DEFAULT_4XX", 400, "invalid_input"),
+        ("DEFAULT_5XX", 500, "internal"),
+        ("MISSING_AUTHENTICATION_TOKEN", 404, "not_found"),
     ],
 )
 def test_gateway_responses_use_the_documented_error_body(
@@ -494,3 +495,31 @@ def test_a_literal_selector_narrows_the_resource(tmp_path: Any) -> None:
         ("states:StartExecution", "machine:order"),
         ("states:StartExecution", "machine:round"),
     }
+
+
+def test_a_policy_attached_to_a_role_elsewhere_in_the_template_is_seen(packaged: dict[str, Any]) -> None:
+    broken = copy.deepcopy(packaged)
+    broken["Resources"]["Extra"] = {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "extra",
+            "Roles": [{"Ref": "OrderCaptureRole"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "dynamodb:DeleteItem",
+                        "Resource": {"Fn::GetAtt": ["LedgerTable", "Arn"]},
+                    }
+                ],
+            },
+        },
+    }
+    broken["Resources"]["OrderPublishRole"]["Properties"]["ManagedPolicyArns"] = [
+        "arn:aws:iam::aws:policy/AdministratorAccess"
+    ]
+    problems = iam.check_template(broken)
+    assert "order_capture: role grants dynamodb:DeleteItem on table:ledger, which its code never reaches" in problems
+    assert "order_capture: may delete items from the ledger table" in problems
+    assert any(p.startswith("order_publish: role grants managed-policies") for p in problems)
