@@ -224,13 +224,13 @@ def test_two_active_secrets_during_a_rotation_without_a_deployment(
 
 
 def test_a_notice_refused_after_its_claim_does_not_block_the_retry(d: Any, stack_info: Any) -> None:
-    """A processing failure (here: an unknown order, 404) releases the claim: the corrected retry is processed."""
+    """A notice refused (here: an unknown order, 404) leaves no receipt: the corrected retry is processed."""
     msg_id = f"msg_retry_{uuid.uuid4().hex[:12]}"
     missing = f"ord-wh-missing-{uuid.uuid4().hex[:8]}"
     raw = notice(missing)
     status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))
     assert status == 404, payload
-    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT")["lease_until"] == {"N": "0"}  # released, never deleted
+    assert raw_item(f"WEBHOOK#{msg_id}", "RECEIPT") is None  # refused before its id was claimed
     oid = placed_order(d)
     raw = notice(oid)
     status, payload = post(stack_info, raw, _sig(stack_info, raw, msg_id))

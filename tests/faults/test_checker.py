@@ -44,6 +44,9 @@ class FakeCustody:
     def chain(self, order_id: str) -> list[Any]:
         return []
 
+    def snapshot(self, order_id: str) -> tuple[list[Any], Any]:
+        return [], None
+
 
 @dataclass
 class FakeDeps:
