@@ -66,7 +66,10 @@ def get_program(call: Call) -> Reply:
     errors=(404, 409),
     description="400 currency_mismatch when the currency is not the programme's; 409 idempotency_conflict "
     "when the reference was used before with a different amount or currency.",
-    refusals=(Refusal(400, "currency_mismatch", "^currency$", "currency is the programme's currency"),),
+    refusals=(
+        Refusal(400, "currency_mismatch", "^currency$", "currency is the programme's currency"),
+        Refusal(400, "invalid_input", "^amount$", "the programme's total funding stays within 10^15 minor units"),
+    ),
 )
 def fund(call: Call) -> Reply:
     from chalicelib.services import programs

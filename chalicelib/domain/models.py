@@ -61,6 +61,18 @@ class Timeouts(Strict):
     Their sum (with the retry budget) must keep an order execution well within Step Functions' one-year limit: an
     execution that outlives it ends TIMED_OUT, with no Catch run at all."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        defer_build=True,
+        json_schema_extra={
+            "x-constraints": [
+                f"timeouts: delivery_seconds + verdict_seconds + max_jitter_seconds <= {ORDER_WAIT_LIMIT_SECONDS}"
+            ]
+        },
+    )
+
     delivery_seconds: StrictInt = Field(default=14 * 86400, ge=1, le=180 * 86400)
     verdict_seconds: StrictInt = Field(default=30 * 86400, ge=1, le=365 * 86400)
     round_seconds: StrictInt = Field(default=90 * 86400, ge=1, le=365 * 86400)

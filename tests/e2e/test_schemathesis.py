@@ -117,6 +117,8 @@ def test_the_acceptance_check_tolerates_documented_rules_only() -> None:
     assert not _covered(programs, 400, err("invalid_input", "period_end", "name"))
     assert not _covered(programs, 400, err("invalid_input"))
     assert not _covered(programs, 422, err("invalid_input", "period_end"))
+    assert _covered(programs, 400, err("invalid_input", "timeouts"))  # the sum of the waits (x-constraints)
     assert _covered(funding, 400, err("currency_mismatch", "currency"))
+    assert _covered(funding, 400, err("invalid_input", "amount"))  # total funding cap (x-refusals)
     assert not _covered(programs, 400, err("currency_mismatch", "currency"))
     assert not _covered(funding, 400, err("invalid_input", "currency"))
