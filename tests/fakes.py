@@ -318,19 +318,16 @@ class FakeOrders(Failures):
         return sorted(self.confirmed.get(seller_id, {}).values())
 
 
-class FakeCustody(AnchoredFakeCustody):
-    """The anchored custody repository of ``tests/custody_fake.py``, which can be told to fail (``fail_next``)."""
+class FakeCustody(Failures, AnchoredFakeCustody):
+    """The anchored in-memory custody repository (tests/custody_fake.py) with injectable failures."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._failures = Failures()
-
-    def fail_next(self, name: str, exc: BaseException | None = None, times: int = 1) -> None:
-        self._failures.fail_next(name, exc, times)
+        Failures.__init__(self)
+        AnchoredFakeCustody.__init__(self)
 
     def append(self, entry: CustodyEntry) -> Anchor:
-        self._failures.check("append")
-        return super().append(entry)
+        self.check("append")
+        return AnchoredFakeCustody.append(self, entry)
 
 
 class FakePersonas(Failures):

@@ -83,11 +83,11 @@ def post_verdict(
 
 def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, correlation_id: str) -> None:
     order_id = order.order_id
-    # --- custody (issue 8 item 5): the archive entry, logged by the lab principal, once (found again on a retry,
-    # whoever retries); its anchor goes in the event
+    # --- custody (issue 8 item 5): the archive entry, logged by the lab principal, once (a retry finds it);
+    # its position and MAC are the checkpoint carried in VerdictRecorded, the same on every retry.
     archive = f"lab:{order.lab_id}:archive"
     condition = f"examined: {verdict.verdict.value}"
-    _, anchor = custody.append(
+    entry, _ = custody.append(
         d,
         order_id,
         actor,
@@ -102,6 +102,7 @@ def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, c
             == (f"lab:{order.lab_id}", archive, condition, tuple(verdict.evidence))
         ),
     )
+    anchor = Anchor(entry.seq + 1, entry.mac)
     # --- end custody
     current = d.orders.get_order(order_id)
     if current.status is S.AT_LAB:

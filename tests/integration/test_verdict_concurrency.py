@@ -52,7 +52,7 @@ def at_lab(d: Deps) -> tuple[str, str]:
     custody.append(
         d,
         oid,
-        Actor.system("forward_to_lab"),
+        Actor.system("test"),
         from_party="seller:s-vc",
         to_party=f"lab:{lab_id}",
         at=now,
@@ -70,8 +70,9 @@ def race(d: Deps, oid: str, lab_id: str, kinds: list[VerdictKind]) -> list[Any]:
     def post(i: int) -> None:
         barrier.wait()
         try:
-            tech = Actor(subject=f"tech-{i}", role="lab", lab_id=lab_id)
-            results[i] = lab.post_verdict(d, oid, lab_id, tech, VerdictIn(verdict=kinds[i]), f"corr-{i}")
+            results[i] = lab.post_verdict(
+                d, oid, lab_id, Actor(f"tech-{i}", "lab", lab_id), VerdictIn(verdict=kinds[i]), f"corr-{i}"
+            )
         except Exception as exc:  # noqa: BLE001 - collected and asserted on below
             results[i] = exc
 
@@ -99,8 +100,7 @@ def test_identical_concurrent_verdicts_create_one_verdict_one_custody_entry_one_
     assert d.orders.get_verdict(oid) == stored
     chain = d.custody.chain(oid)
     examined = [e for e in chain if e.condition == "examined: counterfeit"]
-    assert len(examined) == 1 and len(chain) == 2
-    assert custody.report(d, oid)["valid"] is True
+    assert len(examined) == 1 and custody.report(d, oid)["valid"] and len(chain) == 2
     events = d.events
     assert isinstance(events, FakeEvents)
     assert len(events.unique("VerdictRecorded")) == 1  # published by several, one event id: subscribers dedupe

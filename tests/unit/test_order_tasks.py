@@ -29,8 +29,8 @@ from tests.fakes import Boom, World, world
 
 S = OrderStatus
 PID, RID, OID, SELLER = "prg-1", "rnd-1", "ord-00000001", "seller-1"
+TECH = Actor(subject="tech", role="lab", lab_id="lab-1")
 AMOUNT = 1_150
-TECH = Actor(role="lab", subject="tech", lab_id="lab-1")
 
 
 def setup(w: World, funds: int = 10_000, cap: int | None = None, status: S = S.SAMPLED) -> OrderTaskInput:
