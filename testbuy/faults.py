@@ -874,6 +874,7 @@ class FaultRun:
     """Runs cases on a started ``LocalStack`` (in-process: ``isolated=False``)."""
 
     LAB_RETRIES = 6
+    SWEEPS = 8
 
     def __init__(self, stack: Any, seed: int = 1, timeouts: Timeouts | None = None) -> None:
         from chalicelib.api.auth import Role, issue_token
@@ -1183,8 +1184,14 @@ class FaultRun:
         from chalicelib.services import sweeper
 
         pids = [pid for pid, _ in programs.values()]
-        # the sweeper is the last net (hourly in AWS): run it once every execution has ended
-        sweeper.sweep_all(d, timedelta(0), pids)
+        # The sweeper is the last net (hourly in AWS): once every execution has ended, run it as its schedule would,
+        # again while holds remain (a hold it could not settle is retried by the next sweep), at most SWEEPS times.
+        self.sweeps = 0
+        for _ in range(self.SWEEPS):
+            if not any(d.ledger.holds(pid, "reserved") for pid in pids):
+                break
+            sweeper.sweep_all(d, timedelta(0), pids)
+            self.sweeps += 1
         stable = 0
         end = time.monotonic() + 20
         while stable < 3 and time.monotonic() < end:
