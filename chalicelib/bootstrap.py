@@ -17,6 +17,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     import boto3  # local import: keeps module import cheap and the domain free of boto3
 
     from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
+    from chalicelib.adapters.clients import make_client
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
     from chalicelib.adapters.store_dynamodb import (
@@ -31,7 +32,8 @@ def build(cfg: Settings, session: Any = None) -> Deps:
 
     sess = session or boto3.session.Session(region_name=cfg.region)
     clock = SystemClock()
-    dynamodb = sess.client("dynamodb")
+    # Every client: standard retries, connect/read timeouts, throttling/5xx/connection errors as TransientError.
+    dynamodb = make_client(sess, "dynamodb")
     return Deps(
         clock=clock,
         ids=UlidIds(),
@@ -41,13 +43,13 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         custody=DynamoCustody(dynamodb, cfg.data_table),
         personas=DynamoPersonas(dynamodb, cfg.data_table),
         ledger=DynamoLedger(dynamodb, cfg.ledger_table, clock),
-        events=EventBridgePublisher(sess.client("events"), cfg.event_bus),
+        events=EventBridgePublisher(make_client(sess, "events"), cfg.event_bus),
         workflow=StepFunctionsWorkflow(
-            sess.client("stepfunctions"),
+            make_client(sess, "stepfunctions"),
             {"round": cfg.round_state_machine_arn, "order": cfg.order_state_machine_arn},
         ),
         marketplace=HttpMarketplace(cfg.marketplace_url),
-        evidence=S3EvidenceStore(sess.client("s3"), cfg.evidence_bucket),
+        evidence=S3EvidenceStore(make_client(sess, "s3"), cfg.evidence_bucket),
         metrics=EmfMetrics(cfg.metrics_namespace, cfg.metrics_file),
         persona_pool_size=cfg.persona_pool_size,
         budget_thresholds=cfg.budget_thresholds,

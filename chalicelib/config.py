@@ -47,8 +47,8 @@ _ENV = {
     "order_state_machine_arn": "TESTBUY_ORDER_STATE_MACHINE_ARN",
     "marketplace_url": "TESTBUY_MARKETPLACE_URL",
     "auth_mode": "TESTBUY_AUTH_MODE",
-    "token_secret": "TESTBUY_TOKEN_SECRET",
-    "webhook_secret": "TESTBUY_WEBHOOK_SECRET",
+    "token_secret": "TESTBUY_TOKEN_SECRET",  # nosec B105 # a variable name
+    "webhook_secret": "TESTBUY_WEBHOOK_SECRET",  # nosec B105 # a variable name
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",
     "metrics_file": "TESTBUY_METRICS_FILE",
     "persona_pool_size": "TESTBUY_PERSONA_POOL_SIZE",

@@ -152,7 +152,7 @@ class DynamoLedger:
                 if not reasons or not reasons <= _RETRYABLE:
                     raise  # a validation error or an unknown reason: not ours to paper over
             # Another transaction held one of our items: nothing applied, so sending it again is safe.
-            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # nosec B311 # backoff jitter between retries, not a secret
         raise TransientError(f"{op.value} for {subject} kept conflicting with concurrent transactions; retry")
 
     def _balance_update(

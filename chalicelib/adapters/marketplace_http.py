@@ -14,6 +14,8 @@ from chalicelib.ports import MarketOrder, PlacedOrder
 
 class HttpMarketplace:
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise ValueError("the marketplace URL must be http(s)://")  # urlopen would also open file:// and ftp://
         self._base = base_url.rstrip("/")
         self._timeout = timeout
 
@@ -25,7 +27,7 @@ class HttpMarketplace:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:  # nosec B310 # scheme checked in __init__: http(s) only
                 return json.loads(resp.read() or b"{}")  # type: ignore[no-any-return]
         except urllib.error.HTTPError as exc:
             payload = exc.read()

@@ -124,11 +124,11 @@ def assign_persona(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     order = d.orders.get_order(inp.order_id)
     program = d.programs.get_program(order.program_id)
     # Jitter: a random wait before placing, so a round's orders do not reach sellers as one burst.
-    wait = random.Random(f"jitter|{order.order_id}").randint(0, program.timeouts.max_jitter_seconds)
+    wait = random.Random(f"jitter|{order.order_id}").randint(0, program.timeouts.max_jitter_seconds)  # nosec B311 # reproducible jitter
     if order.persona_id:
         return {"assigned": True, "jitter_seconds": wait}
     now = d.clock.now()
-    rng = random.Random(order.order_id)
+    rng = random.Random(order.order_id)  # nosec B311 # reproducible ranking
     states = d.personas.states(order.program_id, order.seller_id)
     for persona_id in rank_candidates(states, now, d.persona_policy, rng):
         if d.personas.claim(order.program_id, persona_id, order.seller_id, order.order_id, now, d.persona_policy):
@@ -268,7 +268,7 @@ def request_refund(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         return {"refunded": 0}
     if order.refunded:
         return {"refunded": order.refunded}
-    assert order.marketplace_order_id is not None
+    assert order.marketplace_order_id is not None  # nosec B101 # refund follows capture
     refunded = d.marketplace.request_refund(order.marketplace_order_id, order.price, order.verdict.value)
     if refunded > 0:
         d.ledger.recover(order.program_id, order.order_id, refunded, order.currency)
