@@ -18,10 +18,11 @@ def build(cfg: Settings, session: Any = None) -> Deps:
 
     from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
     from chalicelib.adapters.clients import make_client
+    from chalicelib.adapters.custody_dynamodb import DynamoCustody
+    from chalicelib.adapters.custody_kms import custody_key_from
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
     from chalicelib.adapters.store_dynamodb import (
-        DynamoCustody,
         DynamoOrders,
         DynamoPersonas,
         DynamoPrograms,
@@ -40,7 +41,8 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         programs=DynamoPrograms(dynamodb, cfg.data_table),
         rounds=DynamoRounds(dynamodb, cfg.data_table),
         orders=DynamoOrders(dynamodb, cfg.data_table),
-        custody=DynamoCustody(dynamodb, cfg.data_table),
+        custody=DynamoCustody(dynamodb, cfg.data_table),  # custody (issue 8 item 5)
+        custody_key=custody_key_from(cfg, sess),  # custody (issue 8 item 5)
         personas=DynamoPersonas(dynamodb, cfg.data_table),
         ledger=DynamoLedger(dynamodb, cfg.ledger_table, clock),
         events=EventBridgePublisher(make_client(sess, "events"), cfg.event_bus),

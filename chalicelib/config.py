@@ -34,6 +34,11 @@ class Settings(BaseModel):
     persona_pool_size: int = Field(default=40, ge=1)
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
     sweep_deadline_hours: float = Field(default=24.0, gt=0)
+    # custody key (issue 8 item 5): a KMS HMAC key ARN in AWS (older ARNs still trusted for verification), or a local
+    # per-stack secret; bootstrap refuses to wire custody without one of them.
+    custody_kms_key_arn: str = ""
+    custody_kms_previous_key_arns: tuple[str, ...] = ()
+    custody_key: str = Field(default="", repr=False)
 
 
 _ENV = {
@@ -54,6 +59,9 @@ _ENV = {
     "persona_pool_size": "TESTBUY_PERSONA_POOL_SIZE",
     "budget_thresholds": "TESTBUY_BUDGET_THRESHOLDS",
     "sweep_deadline_hours": "TESTBUY_SWEEP_DEADLINE_HOURS",
+    "custody_kms_key_arn": "TESTBUY_CUSTODY_KMS_KEY_ARN",
+    "custody_kms_previous_key_arns": "TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS",
+    "custody_key": "TESTBUY_CUSTODY_KEY",
 }
 
 
@@ -70,6 +78,10 @@ def load(environ: Mapping[str, str]) -> Settings:
         if not all(0.0 < t <= 1.0 for t in thresholds):
             raise ConfigError("TESTBUY_BUDGET_THRESHOLDS must each be in (0, 1]")
         raw["budget_thresholds"] = thresholds
+    if "custody_kms_previous_key_arns" in raw:
+        raw["custody_kms_previous_key_arns"] = tuple(
+            a.strip() for a in str(raw["custody_kms_previous_key_arns"]).split(",") if a.strip()
+        )
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.domain.custody import CustodyEntry
+from chalicelib.domain.custody import Anchor, CustodyEntry
 from chalicelib.domain.events import Envelope
 from chalicelib.domain.ledger import Balance, JournalEntry
 from chalicelib.domain.models import Order, Program, Round, Seller, Verdict, VerdictKind
@@ -138,12 +138,40 @@ class OrderRepository(Protocol):
     def confirmed_history(self, seller_id: str) -> list[datetime]: ...
 
 
+# --- custody (issue 8 item 5) -------------------------------------------------------------------------------------
 class CustodyRepository(Protocol):
-    def append(self, entry: CustodyEntry) -> None:
-        """Append at ``entry.seq``; raise ``Conflict`` if that sequence number is already taken."""
+    def append(self, entry: CustodyEntry) -> Anchor:
+        """Atomically store the entry at ``entry.seq`` and move the order's anchor from (``entry.seq``,
+        ``entry.prev_mac``) to (``entry.seq + 1``, ``entry.mac``); return the new anchor. Raise ``Conflict`` if the
+        sequence number is taken or the anchor moved (a concurrent append), ``NotFound`` for an unknown order."""
         ...
 
-    def chain(self, order_id: str) -> list[CustodyEntry]: ...
+    def chain(self, order_id: str) -> list[CustodyEntry]:
+        """The stored entries in sequence order (as stored: verification is the domain's job)."""
+        ...
+
+    def snapshot(self, order_id: str) -> tuple[list[CustodyEntry], Anchor | None]:
+        """The entries and the order's anchor read as one consistent state (``None``: the order has no anchor)."""
+        ...
+
+
+class CustodyKey(Protocol):
+    """The key that seals custody entries (KMS HMAC key in AWS, a per-stack key locally); the table's writers never
+    hold it. Key ids are versions: new entries use the current one, entries under a trusted older one still verify."""
+
+    def current_key_id(self) -> str: ...
+    def mac(self, key_id: str, message: bytes) -> str:
+        """HMAC-SHA256 of ``message`` under ``key_id``, hex."""
+        ...
+
+    def verify(self, key_id: str, message: bytes, mac: str) -> bool:
+        """True only if ``mac`` is the MAC of ``message`` under the trusted key ``key_id``."""
+        ...
+
+    def trusts(self, key_id: str) -> bool: ...
+
+
+# --- end custody ---------------------------------------------------------------------------------------------------
 
 
 class PersonaRepository(Protocol):

@@ -125,6 +125,7 @@ class LocalStack:
             os.environ.pop(var, None)
         token_secret = secrets.token_urlsafe(24)
         webhook_secret = secrets.token_urlsafe(24)
+        custody_key = secrets.token_urlsafe(32)  # the per-stack key that seals custody entries (KMS in AWS)
         env = self._handler_env()
         env.update(
             {
@@ -133,6 +134,7 @@ class LocalStack:
                 "TESTBUY_AUTH_MODE": "local",
                 "TESTBUY_TOKEN_SECRET": token_secret,
                 "TESTBUY_WEBHOOK_SECRET": webhook_secret,
+                "TESTBUY_CUSTODY_KEY": custody_key,
                 "TESTBUY_METRICS_FILE": str(self.workdir / f"metrics-{port}.emf.jsonl"),
                 # 80 personas x 5 orders a week: enough for a demo programme's two rounds in one week.
                 "TESTBUY_PERSONA_POOL_SIZE": os.environ.get("TESTBUY_PERSONA_POOL_SIZE", "80"),

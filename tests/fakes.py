@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.adapters.custody_hmac import LocalHmacKey
 from chalicelib.domain import lifecycle
-from chalicelib.domain.custody import CustodyEntry
+from chalicelib.domain.custody import Anchor, CustodyEntry
 from chalicelib.domain.errors import (
     Conflict,
     CurrencyMismatch,
@@ -37,6 +38,7 @@ from chalicelib.domain.models import Order, OrderStatus, Program, Round, Seller,
 from chalicelib.domain.personas import PersonaPolicy, PersonaState, iso_week
 from chalicelib.ports import LedgerResult, MarketOrder, PlacedOrder
 from chalicelib.services.deps import Deps
+from tests.custody_fake import AnchoredFakeCustody
 
 E = OrderEvent
 
@@ -316,22 +318,16 @@ class FakeOrders(Failures):
         return sorted(self.confirmed.get(seller_id, {}).values())
 
 
-class FakeCustody(Failures):
+class FakeCustody(Failures, AnchoredFakeCustody):
+    """The anchored in-memory custody repository (tests/custody_fake.py) with injectable failures."""
+
     def __init__(self) -> None:
-        super().__init__()
-        self.entries: dict[str, dict[int, CustodyEntry]] = {}
-        self._lock = threading.Lock()
+        Failures.__init__(self)
+        AnchoredFakeCustody.__init__(self)
 
-    def append(self, entry: CustodyEntry) -> None:
+    def append(self, entry: CustodyEntry) -> Anchor:
         self.check("append")
-        with self._lock:
-            chain = self.entries.setdefault(entry.order_id, {})
-            if entry.seq in chain:
-                raise Conflict(f"custody entry {entry.seq} of {entry.order_id} already exists; reload and retry")
-            chain[entry.seq] = entry
-
-    def chain(self, order_id: str) -> list[CustodyEntry]:
-        return [e for _, e in sorted(self.entries.get(order_id, {}).items())]
+        return AnchoredFakeCustody.append(self, entry)
 
 
 class FakePersonas(Failures):
@@ -780,5 +776,5 @@ def world(**overrides: Any) -> World:
         "metrics": FakeMetrics(),
     }
     parts.update(overrides)
-    d = Deps(ids=FakeIds(), persona_pool_size=8, **parts)
+    d = Deps(ids=FakeIds(), persona_pool_size=8, custody_key=LocalHmacKey("k" * 40), **parts)
     return World(deps=d, **parts)

@@ -8,7 +8,7 @@ set and cleared here, never by the services.
 - ``SELLERS#<p> / <seller>``: the sampling frame.
 - ``ORDER#<o> / META``: a sampled unit and its test buy (GSI1 ``ROUND#<r>`` lists a round's orders, GSI2
   ``LABQ#<lab>`` is the lab's queue while the sample waits for a verdict); task tokens live on this item and are
-  never returned by the API. ``ORDER#<o> / VERDICT`` and ``ORDER#<o> / CUSTODY#<seq>``.
+  never returned by the API. ``ORDER#<o> / VERDICT``; ``ORDER#<o> / CUSTODY#<seq>`` belongs to ``custody_dynamodb``.
 - ``SELLERHIST#<seller> / CONFIRMED#<at>#<o>``: confirmed counterfeits, for the repeat-offender rule.
 - ``PERSONAS#<p> / <persona>`` and ``PERSONAUSE#<persona> / SELLER#<seller>``: stealth personas and their exposure.
 """
@@ -24,8 +24,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.adapters.dynamo_codec import av, cancellation_codes, error_code, from_item, to_item
 from chalicelib.domain import lifecycle
-from chalicelib.domain.custody import CustodyEntry
-from chalicelib.domain.errors import Conflict, InvalidState, NotFound
+from chalicelib.domain.errors import InvalidState, NotFound
 from chalicelib.domain.lifecycle import OrderEvent
 from chalicelib.domain.models import Order, Program, Round, Seller, Verdict, VerdictKind
 from chalicelib.domain.personas import PersonaPolicy, PersonaState, iso_week
@@ -471,44 +470,6 @@ class DynamoOrders(DynamoTable):
 
     def confirmed_history(self, seller_id: str) -> list[datetime]:
         return sorted(datetime.fromisoformat(i["at"]) for i in self._query_pk(f"SELLERHIST#{seller_id}", "CONFIRMED#"))
-
-
-class DynamoCustody(DynamoTable):
-    """``CustodyRepository``: ``ORDER#<o> / CUSTODY#<seq>`` (storage semantics unchanged; see custody_dynamodb)."""
-
-    def append(self, entry: CustodyEntry) -> None:
-        item = {
-            "pk": f"ORDER#{entry.order_id}",
-            "sk": f"CUSTODY#{entry.seq:08d}",
-            "seq": entry.seq,
-            "from_party": entry.from_party,
-            "to_party": entry.to_party,
-            "at": entry.at.isoformat(),
-            "location": entry.location,
-            "condition": entry.condition,
-            "evidence": list(entry.evidence),
-            "prev_hash": entry.prev_hash,
-            "entry_hash": entry.entry_hash,
-        }
-        if not self._put(item, new_only=True):
-            raise Conflict(f"custody entry {entry.seq} of {entry.order_id} already exists; reload and retry")
-
-    def chain(self, order_id: str) -> list[CustodyEntry]:
-        return [
-            CustodyEntry(
-                order_id=order_id,
-                seq=int(i["seq"]),
-                from_party=i["from_party"],
-                to_party=i["to_party"],
-                at=datetime.fromisoformat(i["at"]),
-                location=i["location"],
-                condition=i["condition"],
-                evidence=tuple(i.get("evidence", [])),
-                prev_hash=i["prev_hash"],
-                entry_hash=i["entry_hash"],
-            )
-            for i in self._query_pk(f"ORDER#{order_id}", "CUSTODY#")
-        ]
 
 
 class DynamoPersonas(DynamoTable):

@@ -10,6 +10,7 @@ from chalicelib.api.auth import Forbidden, Principal, Role
 from chalicelib.api.common import correlation_id, require
 from chalicelib.api.errors import handles_errors, parse_body, raw_body, respond
 from chalicelib.bootstrap import deps
+from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import CustodyIn, EvidenceIn, ServiceQualityIn, VerdictIn
 from chalicelib.services import lab
 
@@ -19,6 +20,11 @@ bp = Blueprint(__name__)
 def _scope(who: Principal) -> str | None:
     """The lab a caller is confined to (None for admin, who sees every lab)."""
     return who.lab_id if who.role is Role.LAB else None
+
+
+def _actor(who: Principal) -> Actor:
+    """The authenticated principal as recorded on custody entries (issue 8 item 5)."""
+    return Actor(subject=who.subject, role=who.role.value, lab_id=who.lab_id)
 
 
 @bp.route("/labs/{lab_id}/queue", methods=["GET"])
@@ -36,7 +42,7 @@ def verdict(order_id: str) -> Any:
     req = bp.current_request
     who = require(req, Role.LAB)
     body = parse_body(raw_body(req), VerdictIn)
-    stored, created = lab.post_verdict(deps(), order_id, _scope(who), who.subject, body, correlation_id(req))
+    stored, created = lab.post_verdict(deps(), order_id, _scope(who), _actor(who), body, correlation_id(req))
     return respond(201 if created else 200, stored.model_dump(mode="json"))
 
 
@@ -54,7 +60,9 @@ def service_quality(order_id: str) -> Any:
 def add_custody(order_id: str) -> Any:
     req = bp.current_request
     who = require(req, Role.LAB)
-    return respond(201, lab.add_custody(deps(), order_id, _scope(who), parse_body(raw_body(req), CustodyIn)))
+    return respond(
+        201, lab.add_custody(deps(), order_id, _scope(who), _actor(who), parse_body(raw_body(req), CustodyIn))
+    )
 
 
 @bp.route("/samples/{order_id}/custody", methods=["GET"])

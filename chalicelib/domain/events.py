@@ -85,6 +85,10 @@ class VerdictRecorded(EventData):
     seller_id: str
     lab_id: str
     verdict: str
+    # The custody chain's anchor right after the verdict's archive entry: a checkpoint held outside the table, so a
+    # chain later trimmed or rewritten (even with the order's anchor rolled back) no longer matches it.
+    custody_length: int = Field(ge=1)
+    custody_head: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class ServiceQualityRecorded(EventData):

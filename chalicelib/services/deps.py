@@ -8,6 +8,7 @@ from chalicelib.domain.enforcement import PolicyConfig
 from chalicelib.domain.personas import PersonaPolicy
 from chalicelib.ports import (
     Clock,
+    CustodyKey,
     CustodyRepository,
     EventPublisher,
     EvidenceStore,
@@ -42,3 +43,5 @@ class Deps:
     enforcement_policy: PolicyConfig = field(default_factory=PolicyConfig)
     persona_pool_size: int = 40
     budget_thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
+    # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
+    custody_key: CustodyKey | None = None

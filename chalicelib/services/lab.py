@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.domain.custody import next_entry as custody_next
-from chalicelib.domain.custody import verify_chain
+from chalicelib.domain.custody import Actor, Anchor
 from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.events import ServiceQualityRecorded, VerdictRecorded, deterministic_event_id, envelope
 from chalicelib.domain.models import CustodyIn, EvidenceIn, Order, OrderStatus, ServiceQualityIn, Verdict, VerdictIn
+from chalicelib.services import custody
 from chalicelib.services.deps import Deps
 
 S = OrderStatus
@@ -43,7 +44,7 @@ def queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
 
 
 def post_verdict(
-    d: Deps, order_id: str, lab_id: str | None, actor: str, req: VerdictIn, correlation_id: str
+    d: Deps, order_id: str, lab_id: str | None, actor: Actor, req: VerdictIn, correlation_id: str
 ) -> tuple[Verdict, bool]:
     """Record the verdict once (one conditional write decides between concurrent posts). Same verdict again:
     returns it (created=False). A different one: ``Conflict``.
@@ -68,7 +69,7 @@ def post_verdict(
             notes=req.notes,
             evidence=req.evidence,
             recorded_at=d.clock.now(),
-            recorded_by=actor,
+            recorded_by=actor.subject,
         )
         stored, created = d.orders.put_verdict(verdict)
     if stored.verdict != req.verdict:
@@ -76,35 +77,33 @@ def post_verdict(
             f"sample {order_id} already has verdict {stored.verdict.value}",
             details=[{"field": "verdict", "recorded": stored.verdict.value}],
         )
-    _verdict_follow_ups(d, order, stored, correlation_id)
+    _verdict_follow_ups(d, order, stored, actor, correlation_id)
     return stored, created
 
 
-def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, correlation_id: str) -> None:
+def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, correlation_id: str) -> None:
     order_id = order.order_id
+    # --- custody (issue 8 item 5): the archive entry, logged by the lab principal, once (a retry finds it);
+    # its position and MAC are the checkpoint carried in VerdictRecorded, the same on every retry.
+    archive = f"lab:{order.lab_id}:archive"
     condition = f"examined: {verdict.verdict.value}"
-    for _ in range(5):
-        chain = d.custody.chain(order_id)
-        if any(e.condition == condition and e.from_party == f"lab:{order.lab_id}" for e in chain):
-            break
-        try:
-            d.custody.append(
-                custody_next(
-                    chain[-1] if chain else None,
-                    order_id=order_id,
-                    from_party=f"lab:{order.lab_id}",
-                    to_party=f"lab:{order.lab_id}:archive",
-                    at=verdict.recorded_at,
-                    location=f"lab {order.lab_id}",
-                    condition=condition,
-                    evidence=verdict.evidence,
-                )
-            )
-            break
-        except Conflict:
-            continue  # another writer took that sequence number (perhaps this very entry): look again
-    else:
-        raise Conflict(f"custody chain of {order_id} kept changing; retry", details=[{"field": "order_id"}])
+    entry, _ = custody.append(
+        d,
+        order_id,
+        actor,
+        from_party=f"lab:{order.lab_id}",
+        to_party=archive,
+        at=verdict.recorded_at,
+        location=f"lab {order.lab_id}",
+        condition=condition,
+        evidence=verdict.evidence,
+        once=lambda e: (
+            (e.from_party, e.to_party, e.condition, e.evidence)
+            == (f"lab:{order.lab_id}", archive, condition, tuple(verdict.evidence))
+        ),
+    )
+    anchor = Anchor(entry.seq + 1, entry.mac)
+    # --- end custody
     current = d.orders.get_order(order_id)
     if current.status is S.AT_LAB:
         d.orders.mark_verdict(order_id, verdict.verdict, d.clock.now())
@@ -120,6 +119,8 @@ def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, correlation_id:
                     seller_id=order.seller_id,
                     lab_id=order.lab_id or "",
                     verdict=verdict.verdict.value,
+                    custody_length=anchor.length,
+                    custody_head=anchor.head,
                 ),
                 event_id=deterministic_event_id(order_id, "VerdictRecorded"),
                 correlation_id=correlation_id,
@@ -155,23 +156,30 @@ def post_service_quality(
     return {"order_id": order_id, "score": score}
 
 
-def add_custody(d: Deps, order_id: str, lab_id: str | None, req: CustodyIn) -> dict[str, Any]:
+def add_custody(d: Deps, order_id: str, lab_id: str | None, actor: Actor, req: CustodyIn) -> dict[str, Any]:
+    # --- custody (issue 8 item 5): the entry records the authenticated actor and moves the order's anchor
     _order_for_lab(d, order_id, lab_id)
-    chain = d.custody.chain(order_id)
-    if not chain:
+    if not d.custody.chain(order_id):
         raise NotFound(f"sample {order_id} has no custody chain yet", details=[{"field": "order_id"}])
-    entry = custody_next(
-        chain[-1],
-        order_id=order_id,
+    entry, anchor = custody.append(
+        d,
+        order_id,
+        actor,
         from_party=req.from_party,
         to_party=req.to_party,
-        at=d.clock.now(),
         location=req.location,
         condition=req.condition,
         evidence=req.evidence,
     )
-    d.custody.append(entry)
-    return {"seq": entry.seq, "entry_hash": entry.entry_hash, "prev_hash": entry.prev_hash}
+    return {
+        "seq": entry.seq,
+        "mac": entry.mac,
+        "prev_mac": entry.prev_mac,
+        "key_id": entry.key_id,
+        "custody_length": anchor.length,
+        "custody_head": anchor.head,
+    }
+    # --- end custody
 
 
 def upload_evidence(d: Deps, order_id: str, lab_id: str | None, req: EvidenceIn) -> dict[str, Any]:
@@ -187,29 +195,7 @@ def upload_evidence(d: Deps, order_id: str, lab_id: str | None, req: EvidenceIn)
     return {"sha256": digest, "bytes": len(data), "media_type": req.media_type}
 
 
-def custody_report(d: Deps, order_id: str, lab_id: str | None) -> dict[str, Any]:
+def custody_report(d: Deps, order_id: str, lab_id: str | None, checkpoints: Sequence[Anchor] = ()) -> dict[str, Any]:
+    """The chain, verified against the order's anchor and any checkpoints the caller holds (issue 8 item 5)."""
     _order_for_lab(d, order_id, lab_id)
-    chain = d.custody.chain(order_id)
-    report = verify_chain(chain)
-    return {
-        "order_id": order_id,
-        "valid": report.valid,
-        "length": report.length,
-        "head": report.head,
-        "first_bad_seq": report.first_bad_seq,
-        "reason": report.reason,
-        "entries": [
-            {
-                "seq": e.seq,
-                "from": e.from_party,
-                "to": e.to_party,
-                "at": e.at.isoformat(),
-                "location": e.location,
-                "condition": e.condition,
-                "evidence": list(e.evidence),
-                "prev_hash": e.prev_hash,
-                "entry_hash": e.entry_hash,
-            }
-            for e in chain
-        ],
-    }
+    return custody.report(d, order_id, checkpoints)

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from chalicelib.domain import lifecycle
-from chalicelib.domain.custody import next_entry
+from chalicelib.domain.custody import Actor
 from chalicelib.domain.enforcement import SellerFacts, recommend
 from chalicelib.domain.errors import (
     DomainError,
@@ -47,6 +47,7 @@ from chalicelib.domain.lifecycle import OrderEvent
 from chalicelib.domain.models import DeliveryNotice, Order, OrderStatus, VerdictKind
 from chalicelib.domain.personas import rank_candidates
 from chalicelib.ports import MarketOrder
+from chalicelib.services import custody
 from chalicelib.services.deps import Deps
 from chalicelib.services.programs import check_thresholds
 
@@ -226,20 +227,20 @@ def forward_to_lab(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     order = d.orders.get_order(inp.order_id)
     program = d.programs.get_program(order.program_id)
     lab_id = order.lab_id or program.labs[int(order.order_id[-8:], 16) % len(program.labs)]
-    chain = d.custody.chain(order.order_id)
     now = d.clock.now()
-    if not chain:
-        d.custody.append(
-            next_entry(
-                None,
-                order_id=order.order_id,
-                from_party=f"seller:{order.seller_id}",
-                to_party=f"lab:{lab_id}",
-                at=now,
-                location="drop point",
-                condition="sealed parcel as delivered",
-            )
-        )
+    # --- custody (issue 8 item 5): the first entry, logged by this task, once (a retry finds it and skips it)
+    custody.append(
+        d,
+        order.order_id,
+        Actor.system("forward_to_lab"),
+        from_party=f"seller:{order.seller_id}",
+        to_party=f"lab:{lab_id}",
+        at=now,
+        location="drop point",
+        condition="sealed parcel as delivered",
+        once=lambda e: e.seq == 0,
+    )
+    # --- end custody
     if lifecycle.allows(order.status, E.FORWARDED):
         d.orders.mark_at_lab(order.order_id, lab_id, now)
     return {"lab_id": lab_id}

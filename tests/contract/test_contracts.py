@@ -148,7 +148,8 @@ def _example(annotation: Any, name: str) -> Any:
     if origin is list:
         return [_example(get_args(annotation)[0], name)]
     if annotation is str:
-        return {"currency": "USD", "verdict": "counterfeit", "action": "warn"}.get(name, f"{name}-1")
+        examples = {"currency": "USD", "verdict": "counterfeit", "action": "warn", "custody_head": "0" * 64}
+        return examples.get(name, f"{name}-1")
     if annotation is int:
         return 1234
     if annotation is float:

@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
 from chalicelib.api.auth import Role, issue_token, sign_webhook
-from chalicelib.domain.custody import next_entry
+from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import (
     CustodyIn,
     DeliveryNotice,
@@ -39,6 +39,7 @@ from chalicelib.domain.models import (
     ServiceQualityIn,
     VerdictIn,
 )
+from chalicelib.services import custody
 from testbuy import contracts
 from testbuy.client import ApiClient
 
@@ -125,16 +126,15 @@ def make_order_at_lab(d: Any, program_id: str, lab: str) -> str:
     order = _order(program_id, lab, now)
     d.orders.put_orders([order])
     d.orders.update_order(order.order_id, {"gsi2pk": f"LABQ#{lab}", "gsi2sk": now.isoformat()})
-    d.custody.append(
-        next_entry(
-            None,
-            order_id=order.order_id,
-            from_party="seller:s-0001",
-            to_party=f"lab:{lab}",
-            at=now,
-            location="drop point",
-            condition="sealed parcel as delivered",
-        )
+    custody.append(
+        d,
+        order.order_id,
+        Actor.system("forward_to_lab"),
+        from_party="seller:s-0001",
+        to_party=f"lab:{lab}",
+        at=now,
+        location="drop point",
+        condition="sealed parcel as delivered",
     )
     return order.order_id
 
@@ -212,7 +212,7 @@ def snapshot(d: Any, w: World, scope: set[str]) -> dict[str, Any]:
             state[oid] = {
                 "order": d.orders.get_order(oid).model_dump(),
                 "verdict": verdict.model_dump() if verdict else None,
-                "custody": [e.entry_hash for e in d.custody.chain(oid)],
+                "custody": [e.mac for e in d.custody.chain(oid)],
             }
         mine = (w.order_a, w.order_b)  # other tests of this module add their own samples to the labs' queues
         state["queues"] = {
@@ -747,7 +747,7 @@ def snapshot_order(d: Any, oid: str) -> dict[str, Any]:
     return {
         "order": d.orders.get_order(oid).model_dump(mode="json"),
         "verdict": verdict.model_dump(mode="json") if verdict else None,
-        "custody": [e.entry_hash for e in d.custody.chain(oid)],
+        "custody": [e.mac for e in d.custody.chain(oid)],
     }
 
 

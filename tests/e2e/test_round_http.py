@@ -183,22 +183,24 @@ def test_custody_chain_of_a_settled_sample_verifies_and_a_tampered_copy_does_not
     order = settled[0]
     report = outcome.pm.call("GET", f"/samples/{order.order_id}/custody")
     assert report["valid"] is True and report["length"] >= 2 and report["first_bad_seq"] is None
+    assert (report["anchored_length"], report["anchored_head"]) == (report["length"], report["head"])
     assert [e["seq"] for e in report["entries"]] == list(range(report["length"]))
     for prev, entry in zip(report["entries"], report["entries"][1:], strict=False):
-        assert entry["prev_hash"] == prev["entry_hash"]
+        assert entry["prev_mac"] == prev["mac"]
+    # who logged each entry: the forwarding task first, then the lab's authenticated principal
+    actors = [e["actor"] for e in report["entries"]]
+    assert actors[0] == {"subject": "system:forward_to_lab", "role": "system", "lab_id": None}
+    assert all(a["role"] == "lab" and a["lab_id"] == order.lab_id for a in actors[1:])
     # another lab may not read it
     other = ApiClient(outcome.pm.base_url, token_for("lab", "lab-e2e-nobody"))
     assert other.request("GET", f"/samples/{order.order_id}/custody")[0] == 403
 
-    chain = d.custody.chain(order.order_id)
-    assert verify_chain(chain).valid and verify_chain(chain).head == report["head"]
+    key = d.custody_key
+    chain, anchor = d.custody.snapshot(order.order_id)
+    assert verify_chain(chain, key, anchor).valid and verify_chain(chain, key, anchor).head == report["head"]
     edited = list(chain)
     edited[1] = dataclasses.replace(chain[1], condition="seal broken")
-    bad = verify_chain(edited)
-    assert not bad.valid and bad.first_bad_seq == 1 and bad.reason == "entry altered after it was written"
-    rehashed = list(chain)
-    rehashed[0] = dataclasses.replace(chain[0], location="elsewhere")
-    rehashed[0] = dataclasses.replace(rehashed[0], entry_hash=rehashed[0].compute_hash())  # a forger re-hashes it
-    assert verify_chain(rehashed).first_bad_seq == 1  # ... which breaks the next link
-    assert not verify_chain(chain[1:]).valid  # a removed entry
-    assert not verify_chain([chain[1], chain[0], *chain[2:]]).valid  # a reordering
+    bad = verify_chain(edited, key, anchor)
+    assert not bad.valid and bad.first_bad_seq == 1 and bad.reason == "mac"
+    assert verify_chain(chain[:-1], key, anchor).first_bad_seq == len(chain) - 1  # a trimmed tail
+    assert verify_chain([chain[1], chain[0], *chain[2:]], key, anchor).first_bad_seq == 0  # a reordering

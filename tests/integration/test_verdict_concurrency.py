@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain.custody import next_entry, verify_chain
+from chalicelib.domain.custody import Actor
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.models import Order, OrderStatus, Verdict, VerdictIn, VerdictKind
-from chalicelib.services import lab
+from chalicelib.services import custody, lab
 from chalicelib.services.deps import Deps
 from tests.fakes import FakeEvents, FakeWorkflow
 
@@ -49,10 +49,15 @@ def at_lab(d: Deps) -> tuple[str, str]:
         ]
     )
     d.orders.mark_at_lab(oid, lab_id, now)
-    d.custody.append(
-        next_entry(
-            None, order_id=oid, from_party="seller:s-vc", to_party=f"lab:{lab_id}", at=now, location="x", condition="y"
-        )
+    custody.append(
+        d,
+        oid,
+        Actor.system("test"),
+        from_party="seller:s-vc",
+        to_party=f"lab:{lab_id}",
+        at=now,
+        location="x",
+        condition="y",
     )
     d.orders.arm(oid, "verdict", f"token-{oid}")
     return oid, lab_id
@@ -65,7 +70,9 @@ def race(d: Deps, oid: str, lab_id: str, kinds: list[VerdictKind]) -> list[Any]:
     def post(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = lab.post_verdict(d, oid, lab_id, f"tech-{i}", VerdictIn(verdict=kinds[i]), f"corr-{i}")
+            results[i] = lab.post_verdict(
+                d, oid, lab_id, Actor(f"tech-{i}", "lab", lab_id), VerdictIn(verdict=kinds[i]), f"corr-{i}"
+            )
         except Exception as exc:  # noqa: BLE001 - collected and asserted on below
             results[i] = exc
 
@@ -93,7 +100,7 @@ def test_identical_concurrent_verdicts_create_one_verdict_one_custody_entry_one_
     assert d.orders.get_verdict(oid) == stored
     chain = d.custody.chain(oid)
     examined = [e for e in chain if e.condition == "examined: counterfeit"]
-    assert len(examined) == 1 and verify_chain(chain).valid and len(chain) == 2
+    assert len(examined) == 1 and custody.report(d, oid)["valid"] and len(chain) == 2
     events = d.events
     assert isinstance(events, FakeEvents)
     assert len(events.unique("VerdictRecorded")) == 1  # published by several, one event id: subscribers dedupe

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib.domain import lifecycle
+from chalicelib.domain.custody import Actor
 from chalicelib.domain.errors import InvalidInput, InvalidState, MarketplaceUnavailable, OrderRefused
 from chalicelib.domain.models import (
     DeliveryNotice,
@@ -28,6 +29,7 @@ from tests.fakes import Boom, World, world
 
 S = OrderStatus
 PID, RID, OID, SELLER = "prg-1", "rnd-1", "ord-00000001", "seller-1"
+TECH = Actor(subject="tech", role="lab", lab_id="lab-1")
 AMOUNT = 1_150
 
 
@@ -371,8 +373,8 @@ def test_a_verdict_retry_redoes_every_follow_up(broken: str) -> None:
     target.fail_next(broken)
     req = VerdictIn(verdict=VerdictKind.COUNTERFEIT, notes="", evidence=[])
     with pytest.raises(Boom):
-        lab.post_verdict(w.deps, OID, "lab-1", "tech", req, "c")
-    verdict, _ = lab.post_verdict(w.deps, OID, "lab-1", "tech", req, "c")
+        lab.post_verdict(w.deps, OID, "lab-1", TECH, req, "c")
+    verdict, _ = lab.post_verdict(w.deps, OID, "lab-1", TECH, req, "c")
     assert verdict.verdict is VerdictKind.COUNTERFEIT
     assert w.workflow.resumed.get("tok-verdict") == {"verdict": "counterfeit"}
     assert len(w.events.unique("VerdictRecorded")) == 1
@@ -380,7 +382,7 @@ def test_a_verdict_retry_redoes_every_follow_up(broken: str) -> None:
     assert len(examined) == 1
     assert w.orders.get_order(OID).status is S.VERDICT
     # and a third identical post changes nothing more
-    lab.post_verdict(w.deps, OID, "lab-1", "tech", req, "c")
+    lab.post_verdict(w.deps, OID, "lab-1", TECH, req, "c")
     assert len([e for e in w.custody.chain(OID) if e.condition.startswith("examined")]) == 1
 
 
@@ -390,7 +392,7 @@ def test_a_verdict_retry_redoes_every_follow_up(broken: str) -> None:
 def test_happy_path_settles_with_events_and_custody() -> None:
     w = world()
     inp = at_lab(w)
-    lab.post_verdict(w.deps, OID, "lab-1", "tech", VerdictIn(verdict=VerdictKind.AUTHENTIC), "c")
+    lab.post_verdict(w.deps, OID, "lab-1", TECH, VerdictIn(verdict=VerdictKind.AUTHENTIC), "c")
     orders.capture_spend(w.deps, inp)
     orders.request_refund(w.deps, inp)
     orders.enforce(w.deps, inp)
@@ -407,7 +409,7 @@ def test_happy_path_settles_with_events_and_custody() -> None:
 def test_counterfeit_is_refunded_once_even_when_retried() -> None:
     w = world()
     inp = at_lab(w)
-    lab.post_verdict(w.deps, OID, "lab-1", "tech", VerdictIn(verdict=VerdictKind.COUNTERFEIT), "c")
+    lab.post_verdict(w.deps, OID, "lab-1", TECH, VerdictIn(verdict=VerdictKind.COUNTERFEIT), "c")
     orders.capture_spend(w.deps, inp)
     orders.request_refund(w.deps, inp)
     orders.request_refund(w.deps, inp)
