@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.adapters.custody_hmac import LocalHmacKey
 from chalicelib.domain.ledger import Balance, JournalEntry, Op
 from chalicelib.domain.models import Order, OrderStatus, VerdictKind
 from testbuy import faults
@@ -52,6 +53,7 @@ class FakeCustody:
 class FakeDeps:
     ledger: FakeLedger
     custody: FakeCustody = field(default_factory=FakeCustody)
+    custody_key: LocalHmacKey = field(default_factory=lambda: LocalHmacKey("k" * 40))
 
 
 @dataclass
