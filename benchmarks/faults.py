@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--batch", type=int, default=160, help="orders running at once")
+    parser.add_argument("--batch", type=int, default=80, help="orders running at once")
     parser.add_argument("--per-scenario", type=int, default=0, help="run the tests' seeded sample instead")
     parser.add_argument("--only", default="", help="comma-separated case ids")
     parser.add_argument("--report", default="", help="write every run (case, status, violations) as JSON lines here")
