@@ -61,7 +61,7 @@ class HttpMarketplace:
             self._base + "/orders?" + urllib.parse.urlencode({"client_order_id": order_id}), method="GET"
         )
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:  # noqa: S310 - configured endpoint
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:  # nosec B310 # scheme checked in __init__: http(s) only
                 data = json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
             exc.read()
