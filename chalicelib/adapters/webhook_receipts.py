@@ -5,6 +5,7 @@ taken over by the sender's retry, so a crash never loses a delivery."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,9 @@ class DynamoWebhookReceipts:
 
     def claim(self, webhook_id: str, now: datetime, lease_seconds: int, keep_seconds: int) -> str:
         at = int(now.timestamp())
+        # This claim's own token: if the SDK resends the put after a lost reply, the second copy fails its condition
+        # against the first; the stored token tells that it was ours, not another arrival's.
+        token = secrets.token_hex(16)
         try:
             self._db.put_item(
                 TableName=self._table,
@@ -34,6 +38,7 @@ class DynamoWebhookReceipts:
                     "lease_until": av(at + lease_seconds),
                     "received_at": av(now.isoformat()),
                     "expires_at": av(at + keep_seconds),
+                    "claim_token": av(token),
                 },
                 ConditionExpression="attribute_not_exists(pk) OR (#s = :processing AND lease_until < :now)",
                 ExpressionAttributeNames={"#s": "state"},
@@ -43,7 +48,10 @@ class DynamoWebhookReceipts:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             resp = self._db.get_item(TableName=self._table, Key=self._key(webhook_id), ConsistentRead=True)
-            state = resp.get("Item", {}).get("state", {}).get("S")
+            item = resp.get("Item", {})
+            state = item.get("state", {}).get("S")
+            if state == "processing" and item.get("claim_token", {}).get("S") == token:
+                return "claimed"  # our own put, delivered twice
             return "done" if state == "done" else "busy"
         return "claimed"
 
