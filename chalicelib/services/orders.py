@@ -97,6 +97,11 @@ def _event(d: Deps, order: Order, data: EventData, corr: str, *key: str) -> Enve
     )
 
 
+def _publish(d: Deps, order: Order, data: EventData, corr: str) -> None:
+    """Publish one event about ``order`` (deterministic id: a retry republishes the same event)."""
+    d.events.publish([_event(d, order, data, corr)])
+
+
 # ------------------------------------------------------------------------------------------------ forward path
 
 
@@ -140,22 +145,18 @@ def assign_persona(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
 
 
 def _publish_placed(d: Deps, order: Order, corr: str) -> None:
-    d.events.publish(
-        [
-            _event(
-                d,
-                order,
-                OrderPlaced(
-                    order_id=order.order_id,
-                    round_id=order.round_id,
-                    seller_id=order.seller_id,
-                    category=order.category,
-                    amount=order.price or 0,
-                    currency=order.currency,
-                ),
-                corr,
-            )
-        ]
+    _publish(
+        d,
+        order,
+        OrderPlaced(
+            order_id=order.order_id,
+            round_id=order.round_id,
+            seller_id=order.seller_id,
+            category=order.category,
+            amount=order.price or 0,
+            currency=order.currency,
+        ),
+        corr,
     )
 
 
@@ -465,20 +466,16 @@ def release_budget(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         delivery = order.status is S.CANCELLING and failure in DELIVERY_ERRORS
         order = d.orders.mark_failed(order.order_id, failure, d.clock.now(), delivery=delivery)
     if order.status is S.DELIVERY_FAILED:
-        d.events.publish(
-            [
-                _event(
-                    d,
-                    order,
-                    OrderDeliveryFailed(
-                        order_id=order.order_id,
-                        round_id=order.round_id,
-                        seller_id=order.seller_id,
-                        reason=order.failure or failure,
-                    ),
-                    inp.correlation_id,
-                )
-            ]
+        _publish(
+            d,
+            order,
+            OrderDeliveryFailed(
+                order_id=order.order_id,
+                round_id=order.round_id,
+                seller_id=order.seller_id,
+                reason=order.failure or failure,
+            ),
+            inp.correlation_id,
         )
     return {"released": released}
 
@@ -492,22 +489,18 @@ def needs_reconciliation(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         return {"status": order.status.value}
     if order.status is not S.NEEDS_RECONCILIATION:
         order = d.orders.mark_needs_reconciliation(order.order_id, inp.error_name, d.clock.now())
-    d.events.publish(
-        [
-            _event(
-                d,
-                order,
-                OrderReconciliationRequired(
-                    order_id=order.order_id,
-                    round_id=order.round_id,
-                    seller_id=order.seller_id,
-                    reason=inp.error_name,
-                    held=order.amount,
-                    currency=order.currency,
-                ),
-                inp.correlation_id,
-            )
-        ]
+    _publish(
+        d,
+        order,
+        OrderReconciliationRequired(
+            order_id=order.order_id,
+            round_id=order.round_id,
+            seller_id=order.seller_id,
+            reason=inp.error_name,
+            held=order.amount,
+            currency=order.currency,
+        ),
+        inp.correlation_id,
     )
     return {"status": order.status.value}
 
