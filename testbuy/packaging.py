@@ -148,6 +148,21 @@ def _bucket_name(desc: StackDescription) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ fragment
 
 
+def _service_trust(service: str) -> dict[str, Any]:
+    """A role that only ``service``, acting for this account, may assume."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+            }
+        ],
+    }
+
+
 def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The CloudFormation fragment merged into Chalice's template (pure: reads only ``desc`` and the ASL files)."""
     resources: dict[str, Any] = {}
@@ -438,17 +453,7 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
     resources[API_LOGS_ROLE_ID] = {
         "Type": "AWS::IAM::Role",
         "Properties": {
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "apigateway.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                        "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
-                    }
-                ],
-            },
+            "AssumeRolePolicyDocument": _service_trust("apigateway.amazonaws.com"),
             "ManagedPolicyArns": [
                 {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"}
             ],
@@ -506,17 +511,7 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
     resources[SFN_ROLE_ID] = {
         "Type": "AWS::IAM::Role",
         "Properties": {
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "states.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                        "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
-                    }
-                ],
-            },
+            "AssumeRolePolicyDocument": _service_trust("states.amazonaws.com"),
             "Policies": [
                 {
                     "PolicyName": "testbuy-state-machines",
