@@ -39,6 +39,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
+def constraints(*rules: str) -> ConfigDict:
+    """A ``Strict`` subclass's config: the cross-field rules JSON Schema cannot state, published as ``x-constraints``
+    (pydantic merges it with the inherited strict config)."""
+    return ConfigDict(json_schema_extra={"x-constraints": list(rules)})
+
+
 class Lenient(BaseModel):
     """Internal records read back from storage: tolerate fields added by later versions."""
 
@@ -61,16 +67,8 @@ class Timeouts(Strict):
     Their sum (with the retry budget) must keep an order execution well within Step Functions' one-year limit: an
     execution that outlives it ends TIMED_OUT, with no Catch run at all."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        defer_build=True,
-        json_schema_extra={
-            "x-constraints": [
-                f"timeouts: delivery_seconds + verdict_seconds + max_jitter_seconds <= {ORDER_WAIT_LIMIT_SECONDS}"
-            ]
-        },
+    model_config = constraints(
+        f"timeouts: delivery_seconds + verdict_seconds + max_jitter_seconds <= {ORDER_WAIT_LIMIT_SECONDS}"
     )
 
     delivery_seconds: StrictInt = Field(default=14 * 86400, ge=1, le=180 * 86400)
@@ -93,13 +91,7 @@ class Timeouts(Strict):
 
 
 class ProgramCreate(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        defer_build=True,
-        json_schema_extra={"x-constraints": ["period_end > period_start"]},
-    )
+    model_config = constraints("period_end > period_start")
 
     name: str = Field(min_length=1, max_length=200)
     currency: Currency
@@ -149,13 +141,7 @@ class RefundFeedIn(Strict):
     """One period of the marketplace's own refund data: all orders, and those refunded as suspect products. It gives
     the reference programme's headline metric, the marketplace-wide rate of refunds due to suspect products."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        defer_build=True,
-        json_schema_extra={"x-constraints": ["suspect_refunds <= orders"]},
-    )
+    model_config = constraints("suspect_refunds <= orders")
 
     period: str = Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$", description="calendar month, YYYY-MM")
     orders: StrictInt = Field(ge=1, le=10**13)
