@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib.domain.models import Program, Round, Timeouts, Verdict
+from chalicelib.domain.models import Program, Round, Verdict
 from chalicelib.services.custody import CustodyReport
 
 
@@ -43,20 +43,10 @@ class BalanceOut(Out):
     spent: int
 
 
-class ProgramView(Out):
-    program_id: str
-    name: str
-    currency: str
-    budget: int
-    period_start: datetime
-    period_end: datetime
-    round_size: int
-    exploration_share: float
-    blend: float
-    per_order_cap: int | None = None
-    labs: list[str]
-    timeouts: Timeouts
-    created_at: datetime
+class ProgramView(Program):
+    """The programme as stored, with its ledger balance; strict like every answer."""
+
+    model_config = Out.model_config
     status: str
     balance: BalanceOut
 
