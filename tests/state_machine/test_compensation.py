@@ -27,14 +27,12 @@ from typing import Any
 
 import pytest
 
-from chalicelib.api.auth import Role, issue_token
 from chalicelib.domain.ledger import Op
 from chalicelib.domain.models import Order, OrderStatus
 from chalicelib.services.rounds import reservation_amount
-from testbuy.client import ApiClient
 from testbuy.sim.marketplace import SimOrder
 from testbuy.sim.world import World
-from tests.state_machine.test_order_workflow import Events, Harness, ScriptedMarketplace, for_order, sim_seller
+from tests.state_machine.test_order_workflow import Harness, ScriptedMarketplace, for_order, sim_seller
 
 S = OrderStatus
 
@@ -97,22 +95,9 @@ def fmarket(local_stack: Any, stack_info: Any) -> Iterator[FaultyMarketplace]:
 
 @pytest.fixture(scope="module")
 def fh(local_stack: Any, stack_info: Any, fmarket: FaultyMarketplace) -> Harness:
-    from chalicelib.bootstrap import deps
-    from tests.state_machine.test_order_workflow import LAB
+    from tests.state_machine.test_order_workflow import make_harness
 
-    def client(role: Role, lab: str | None = None) -> ApiClient:
-        return ApiClient(stack_info.api_url, issue_token(stack_info.token_secret, role, f"cp-{role.value}", lab))
-
-    return Harness(
-        stack=local_stack,
-        info=stack_info,
-        market=fmarket,
-        events=Events(local_stack.client("sqs"), stack_info.queues),
-        pm=client(Role.PROGRAM_MANAGER),
-        fin=client(Role.FINANCE),
-        lab=client(Role.LAB, LAB),
-        d=deps(),
-    )
+    return make_harness(local_stack, stack_info, fmarket, "cp")
 
 
 @dataclass

@@ -295,12 +295,13 @@ class Harness:
             kwargs["nextToken"] = resp["nextToken"]
 
 
-@pytest.fixture(scope="module")
-def h(local_stack: Any, stack_info: Any, market: ScriptedMarketplace) -> Harness:
+def make_harness(local_stack: Any, stack_info: Any, market: Any, subject_prefix: str) -> Harness:
+    """A harness on the shared local stack: API clients per role (subjects ``<prefix>-<role>``), the bus's queues."""
     from chalicelib.bootstrap import deps
 
     def client(role: Role, lab: str | None = None) -> ApiClient:
-        return ApiClient(stack_info.api_url, issue_token(stack_info.token_secret, role, f"sm-{role.value}", lab))
+        subject = f"{subject_prefix}-{role.value}"
+        return ApiClient(stack_info.api_url, issue_token(stack_info.token_secret, role, subject, lab))
 
     return Harness(
         stack=local_stack,
@@ -312,6 +313,11 @@ def h(local_stack: Any, stack_info: Any, market: ScriptedMarketplace) -> Harness
         lab=client(Role.LAB, LAB),
         d=deps(),
     )
+
+
+@pytest.fixture(scope="module")
+def h(local_stack: Any, stack_info: Any, market: ScriptedMarketplace) -> Harness:
+    return make_harness(local_stack, stack_info, market, "sm")
 
 
 # ------------------------------------------------------------------------------------------------ stage 1
