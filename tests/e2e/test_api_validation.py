@@ -44,6 +44,7 @@ from chalicelib.domain.models import (
 from chalicelib.services import custody
 from testbuy import contracts
 from testbuy.client import ApiClient
+from tests import builders
 
 RUN = uuid.uuid4().hex[:8]
 LAB_A, LAB_B = f"lab-a-{RUN}", f"lab-b-{RUN}"
@@ -100,14 +101,13 @@ def seller(i: int, **changes: Any) -> dict[str, Any]:
 
 def _order(world_program: str, lab: str, now: datetime) -> Order:
     oid = f"ord-contract-{uuid.uuid4().hex[:16]}"
-    return Order(
+    return builders.order(
+        at=now,
         order_id=oid,
         program_id=world_program,
         round_id=f"rnd-contract-{RUN}",
         seller_id="s-0001",
-        category="bags",
         pi=0.5,
-        stratum="bags",
         seed=7,
         amount=1150,
         currency="USD",
@@ -117,8 +117,6 @@ def _order(world_program: str, lab: str, now: datetime) -> Order:
         marketplace_order_id=f"mk-{oid}",
         price=1100,
         delivered_at=now,
-        created_at=now,
-        updated_at=now,
     )
 
 

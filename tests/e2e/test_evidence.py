@@ -11,7 +11,8 @@ from typing import Any
 
 import boto3
 
-from chalicelib.domain.models import Order, OrderStatus
+from chalicelib.domain.models import OrderStatus
+from tests import builders
 
 
 def _order_at_lab(deps: Any, lab: str) -> str:
@@ -19,21 +20,17 @@ def _order_at_lab(deps: Any, lab: str) -> str:
     oid = f"ord-evidence-{uuid.uuid4().hex[:12]}"
     deps.orders.put_orders(
         [
-            Order(
+            builders.order(
+                at=now,
                 order_id=oid,
                 program_id="prg-evidence",
                 round_id="rnd-evidence",
                 seller_id="s1",
-                category="bags",
                 pi=0.5,
-                stratum="bags",
-                seed=1,
                 amount=100,
                 currency="USD",
                 status=OrderStatus.AT_LAB,
                 lab_id=lab,
-                created_at=now,
-                updated_at=now,
             )
         ]
     )

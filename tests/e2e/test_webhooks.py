@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from chalicelib.api.auth import sign_webhook
-from chalicelib.domain.models import Order, OrderStatus
+from chalicelib.domain.models import OrderStatus
 from testbuy.client import ApiClient
+from tests import builders
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -38,21 +39,16 @@ def placed_order(d: Any) -> str:
     oid = f"ord-wh-{uuid.uuid4().hex[:16]}"
     d.orders.put_orders(
         [
-            Order(
+            builders.order(
+                at=now,
                 order_id=oid,
                 program_id=f"prg-wh-{RUN}",
                 round_id=f"rnd-wh-{RUN}",
                 seller_id="s-0001",
-                category="bags",
                 pi=0.5,
-                stratum="bags",
-                seed=1,
-                amount=1000,
                 currency="USD",
                 status=OrderStatus.PLACED,
                 marketplace_order_id=f"mk-{oid}",
-                created_at=now,
-                updated_at=now,
             )
         ]
     )

@@ -13,6 +13,7 @@ from chalicelib.adapters.custody_hmac import LocalHmacKey
 from chalicelib.domain.ledger import Balance, JournalEntry, Op
 from chalicelib.domain.models import Order, OrderStatus, VerdictKind
 from testbuy import faults
+from tests import builders
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -72,23 +73,18 @@ class FakeEvents:
 
 
 def order(status: OrderStatus = OrderStatus.SETTLED, verdict: VerdictKind | None = VerdictKind.AUTHENTIC) -> Order:
-    return Order(
+    return builders.order(
+        at=NOW,
         order_id="ord-1",
         program_id="prg-1",
         round_id="rnd-1",
         seller_id="s-1",
         category="toys",
-        pi=1.0,
-        stratum="toys",
-        seed=1,
         amount=1150,
-        currency="CNY",
         status=status,
         verdict=verdict,
         marketplace_order_id="mo-1",
         price=1000,
-        created_at=NOW,
-        updated_at=NOW,
     )
 
 

@@ -17,8 +17,9 @@ from chalicelib.adapters.dynamo_codec import av, from_item
 from chalicelib.domain.custody import GENESIS, Actor, Anchor, CustodyEntry, next_entry
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.events import Envelope
-from chalicelib.domain.models import Order, OrderStatus, VerdictIn
+from chalicelib.domain.models import OrderStatus, VerdictIn
 from chalicelib.services import custody, lab
+from tests import builders
 
 RUN = uuid.uuid4().hex[:8]
 LAB = f"lab-custody-{RUN}"
@@ -31,21 +32,16 @@ def make_order(d: Any, entries: int) -> str:
     oid = f"ord-custody-{uuid.uuid4().hex[:12]}"
     d.orders.put_orders(
         [
-            Order(
+            builders.order(
+                at=now,
                 order_id=oid,
                 program_id=f"prg-custody-{RUN}",
                 round_id=f"rnd-custody-{RUN}",
                 seller_id="s-0001",
-                category="bags",
                 pi=0.5,
-                stratum="bags",
-                seed=1,
-                amount=1000,
                 currency="USD",
                 status=OrderStatus.AT_LAB,
                 lab_id=LAB,
-                created_at=now,
-                updated_at=now,
             )
         ]
     )

@@ -19,6 +19,7 @@ from chalicelib.domain.ledger import Balance, replay
 from chalicelib.domain.models import Order, OrderStatus
 from chalicelib.services.deps import Deps
 from chalicelib.services.sweeper import EXPIRED, sweep_all
+from tests import builders
 
 S = OrderStatus
 
@@ -50,22 +51,17 @@ def backdated(d: Deps) -> DynamoLedger:
 
 def make_order(pid: str, order_id: str, status: S, marketplace_order_id: str | None = None) -> Order:
     now = datetime.now(UTC)
-    return Order(
+    return builders.order(
+        at=now,
         order_id=order_id,
         program_id=pid,
         round_id="rnd-sweep",
         seller_id="s-1",
-        category="bags",
         pi=0.5,
-        stratum="bags",
-        seed=1,
         amount=100,
-        currency="CNY",
         status=status,
         marketplace_order_id=marketplace_order_id,
         price=100 if marketplace_order_id else None,
-        created_at=now,
-        updated_at=now,
     )
 
 

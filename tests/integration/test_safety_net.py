@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.config import settings
-from chalicelib.domain.models import Order, OrderStatus, Round, RoundStatus
+from chalicelib.domain.models import OrderStatus, Round, RoundStatus
 from chalicelib.services.deps import Deps
+from tests import builders
 
 
 def status_event(machine_arn: str, name: str, status: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -63,20 +64,14 @@ def test_an_order_execution_that_failed_is_compensated_and_counted(local_stack: 
     deps.ledger.fund(pid, "f", 1_000, "CNY")
     deps.orders.put_orders(
         [
-            Order(
+            builders.order(
+                at=now,
                 order_id=oid,
                 program_id=pid,
                 round_id=rid,
                 seller_id="s",
                 category="c",
-                pi=1.0,
-                stratum="c",
-                seed=1,
                 amount=300,
-                currency="CNY",
-                status=OrderStatus.SAMPLED,
-                created_at=now,
-                updated_at=now,
             )
         ]
     )

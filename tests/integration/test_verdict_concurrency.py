@@ -14,9 +14,10 @@ import pytest
 
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.errors import Conflict
-from chalicelib.domain.models import Order, OrderStatus, Verdict, VerdictIn, VerdictKind
+from chalicelib.domain.models import OrderStatus, Verdict, VerdictIn, VerdictKind
 from chalicelib.services import custody, lab
 from chalicelib.services.deps import Deps
+from tests import builders
 from tests.fakes import FakeEvents, FakeWorkflow
 
 THREADS = 8
@@ -28,23 +29,18 @@ def at_lab(d: Deps) -> tuple[str, str]:
     now = datetime.now(UTC)
     d.orders.put_orders(
         [
-            Order(
+            builders.order(
+                at=now,
                 order_id=oid,
                 program_id="prg-vc",
                 round_id="rnd-vc",
                 seller_id="s-vc",
                 category="c",
-                pi=1.0,
-                stratum="c",
-                seed=1,
                 amount=100,
-                currency="CNY",
                 status=OrderStatus.DELIVERED,
                 marketplace_order_id="mo-vc",
                 price=90,
                 delivered_at=now,
-                created_at=now,
-                updated_at=now,
             )
         ]
     )

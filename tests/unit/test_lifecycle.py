@@ -11,6 +11,7 @@ from chalicelib.domain import lifecycle
 from chalicelib.domain.errors import InvalidState
 from chalicelib.domain.lifecycle import TRANSITIONS, Ledger, OrderEvent
 from chalicelib.domain.models import TERMINAL_STATUSES, Order, OrderStatus, VerdictKind
+from tests import builders
 from tests.fakes import FakeOrders, FakeRounds
 
 S, E = OrderStatus, OrderEvent
@@ -22,20 +23,15 @@ def repo_with(status: OrderStatus) -> FakeOrders:
     repo = FakeOrders(FakeRounds())
     repo.put_orders(
         [
-            Order(
+            builders.order(
+                at=NOW,
                 order_id="o",
                 program_id="p",
                 round_id="r",
                 seller_id="s",
                 category="c",
-                pi=1.0,
-                stratum="c",
-                seed=1,
                 amount=100,
-                currency="CNY",
                 status=status,
-                created_at=NOW,
-                updated_at=NOW,
             )
         ]
     )

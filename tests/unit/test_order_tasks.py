@@ -25,6 +25,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.services import lab, orders, programs
 from chalicelib.services.orders import OrderTaskInput
+from tests import builders
 from tests.fakes import Boom, World, world
 
 S = OrderStatus
@@ -69,20 +70,14 @@ def setup(w: World, funds: int = 10_000, cap: int | None = None, status: S = S.S
     )
     w.orders.put_orders(
         [
-            Order(
+            builders.order(
+                at=now,
                 order_id=OID,
                 program_id=PID,
                 round_id=RID,
                 seller_id=SELLER,
-                category="bags",
-                pi=1.0,
-                stratum="bags",
-                seed=1,
                 amount=AMOUNT,
-                currency="CNY",
                 status=status,
-                created_at=now,
-                updated_at=now,
             )
         ]
     )

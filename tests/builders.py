@@ -1,0 +1,32 @@
+"""Builders of domain records for tests: plain defaults, and the test names only the fields it is about."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.domain.models import Order, OrderStatus
+
+
+def order(*, at: datetime | None = None, **fields: Any) -> Order:
+    """A sampled unit (status ``sampled`` unless given) created and updated ``at`` (default: now); the stratum follows
+    the category unless given."""
+    now = at or datetime.now(UTC)
+    values: dict[str, Any] = {
+        "order_id": f"ord-{uuid.uuid4().hex[:16]}",
+        "program_id": "prg-test",
+        "round_id": "rnd-test",
+        "seller_id": "s-0001",
+        "category": "bags",
+        "pi": 1.0,
+        "seed": 1,
+        "amount": 1000,
+        "currency": "CNY",
+        "status": OrderStatus.SAMPLED,
+        "created_at": now,
+        "updated_at": now,
+        **fields,
+    }
+    values.setdefault("stratum", values["category"])
+    return Order(**values)
