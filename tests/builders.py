@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,3 +31,11 @@ def order(*, at: datetime | None = None, **fields: Any) -> Order:
     }
     values.setdefault("stratum", values["category"])
     return Order(**values)
+
+
+def force_order_fields(
+    orders: Any, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()
+) -> Order:
+    """Set stored fields of an order directly, past the lifecycle (a fixture's shortcut to a state, or a rival
+    writer in a race); only from ``expect_status`` when given. ``orders`` is the DynamoDB order repository."""
+    return orders._write(order_id, fields, statuses=[str(s) for s in expect_status])  # type: ignore[no-any-return]

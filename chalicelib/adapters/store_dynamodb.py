@@ -386,11 +386,6 @@ class DynamoOrders(DynamoTable):
             order_id, {"service_quality": score, "service_quality_detail": dict(detail), "updated_at": at}
         )
 
-    def update_order(self, order_id: str, fields: Mapping[str, Any], *, expect_status: Iterable[str] = ()) -> Order:
-        """Test fixtures and operator repair only: not part of the port, and no service calls it (statuses move
-        through the lifecycle intents above)."""
-        return self._write(order_id, fields, statuses=[str(s) for s in expect_status])
-
     # ------------------------------------------------------------------------------------------ wait points
     def arm(self, order_id: str, point: str, token: str) -> Mapping[str, Any] | None:
         item = self._update(f"ORDER#{order_id}", "META", {f"{point}_token": token}, condition="attribute_exists(pk)")

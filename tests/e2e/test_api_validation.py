@@ -125,7 +125,7 @@ def make_order_at_lab(d: Any, program_id: str, lab: str) -> str:
     now = d.clock.now()
     order = _order(program_id, lab, now)
     d.orders.put_orders([order])
-    d.orders.update_order(order.order_id, {"gsi2pk": f"LABQ#{lab}", "gsi2sk": now.isoformat()})
+    builders.force_order_fields(d.orders, order.order_id, {"gsi2pk": f"LABQ#{lab}", "gsi2sk": now.isoformat()})
     custody.append(
         d,
         order.order_id,

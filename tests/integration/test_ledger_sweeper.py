@@ -156,8 +156,11 @@ class PlacedMeanwhile:
 
     def mark_failed(self, order_id: str, failure: str, at: datetime, *, delivery: bool = False) -> Order:
         if order_id == self._order_id and failure == EXPIRED:
-            self._real.update_order(
-                order_id, {"status": S.PLACED, "marketplace_order_id": "mkt-late"}, expect_status=[S.RESERVED]
+            builders.force_order_fields(
+                self._real,
+                order_id,
+                {"status": S.PLACED, "marketplace_order_id": "mkt-late"},
+                expect_status=[S.RESERVED],
             )
         return self._real.mark_failed(order_id, failure, at, delivery=delivery)  # type: ignore[no-any-return]
 

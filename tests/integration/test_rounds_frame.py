@@ -20,6 +20,7 @@ from chalicelib.domain.models import (
 )
 from chalicelib.services import orders as order_tasks
 from chalicelib.services import programs, rounds
+from tests import builders
 
 
 def _program(deps: Any, cap: int | None) -> str:
@@ -77,7 +78,8 @@ def test_next_round_learns_from_verdicts(deps: Any) -> None:
     rounds.sample_sellers(deps, rounds.RoundTaskInput(program_id=pid, round_id=first, correlation_id="c"))
     for o in deps.orders.list_round_orders(first):
         fake = o.seller_id == "s003"
-        deps.orders.update_order(
+        builders.force_order_fields(
+            deps.orders,
             o.order_id,
             {"verdict": (VerdictKind.COUNTERFEIT if fake else VerdictKind.AUTHENTIC), "status": OrderStatus.SETTLED},
         )
@@ -92,7 +94,9 @@ def test_an_order_that_is_not_reserved_is_never_placed(deps: Any) -> None:
     rid = _round(deps, pid, budget=10**8)
     rounds.sample_sellers(deps, rounds.RoundTaskInput(program_id=pid, round_id=rid, correlation_id="c"))
     order = deps.orders.list_round_orders(rid)[0]
-    deps.orders.update_order(order.order_id, {"persona_id": f"{pid}-p000", "status": OrderStatus.FAILED})
+    builders.force_order_fields(
+        deps.orders, order.order_id, {"persona_id": f"{pid}-p000", "status": OrderStatus.FAILED}
+    )
     with pytest.raises(InvalidState, match="only a reserved order"):
         order_tasks.place_order(
             deps, order_tasks.OrderTaskInput(order_id=order.order_id, program_id=pid, round_id=rid, correlation_id="c")
