@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.bootstrap import deps
-from chalicelib.domain.lifecycle import EXECUTION_ENDED_BADLY
 from chalicelib.observability import logger
 from chalicelib.services import orders, rounds
 from chalicelib.services.orders import OrderTaskInput
@@ -70,53 +69,18 @@ def run(name: str, event: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-#: Statuses of Step Functions' "Execution Status Change" events that the safety net compensates.
-ENDED_BADLY = EXECUTION_ENDED_BADLY
-
-
 def execution_ended(event: dict[str, Any]) -> dict[str, Any]:
-    """Safety net: an order or round execution ended FAILED, TIMED_OUT or ABORTED, so none of its Catches ran.
-
-    An order gets the same compensation its ASL would have run (ask the marketplace, cancel+release or capture) and
-    is counted on its round; a round is marked failed. Idempotent, so a redelivered event changes nothing more.
-    The event is EventBridge's ``Step Functions Execution Status Change`` (``detail``: ``executionArn``,
-    ``stateMachineArn``, ``name``, ``status``, ``input``)."""
-    import json
-
+    """Safety net entry point: EventBridge's ``Step Functions Execution Status Change`` event."""
     from chalicelib.config import settings
+    from chalicelib.services import safety_net
 
-    detail = event.get("detail") or {}
-    status = str(detail.get("status", ""))
-    machine_arn = str(detail.get("stateMachineArn", ""))
-    name = str(detail.get("name", ""))
-    log = logger()
-    if status not in ENDED_BADLY or not name:
-        return {"handled": False}
     cfg = settings()
-    error = {"Error": f"Execution{status.title().replace('_', '')}", "Cause": str(detail.get("cause") or status)}
-    d = deps()
-    if machine_arn == cfg.order_state_machine_arn:
-        order = d.orders.get_order(name)  # executions are named by their order id
-        inp = OrderTaskInput(
-            order_id=order.order_id,
-            program_id=order.program_id,
-            round_id=order.round_id,
-            correlation_id=f"safety-net-{name}",
-            error=error,
-        )
-        outcome = orders.compensate(d, inp)
-        orders.finalize(d, inp)
-        log.warning("order execution ended badly", extra={"order_id": name, "status": status, **outcome})
-        return {"handled": True, **outcome}
-    if machine_arn == cfg.round_state_machine_arn:
-        raw = detail.get("input")
-        payload = json.loads(raw) if isinstance(raw, str) and raw else {}
-        program_id = str(payload.get("program_id", ""))
-        rnd = RoundTaskInput(program_id=program_id, round_id=name, correlation_id=f"safety-net-{name}")
-        rounds.round_failed(d, rnd, error)
-        log.warning("round execution ended badly", extra={"round_id": name, "status": status})
-        return {"handled": True}
-    return {"handled": False}
+    return safety_net.execution_ended(
+        deps(),
+        event.get("detail") or {},
+        order_machine=cfg.order_state_machine_arn,
+        round_machine=cfg.round_state_machine_arn,
+    )
 
 
 def sweep() -> dict[str, Any]:
