@@ -113,7 +113,9 @@ class TransientMappingClient:
         attr = getattr(self._client, name)
         if name.startswith("_") or name in self._PASSTHROUGH or not callable(attr):
             return attr
-        return self._mapped(name, attr)
+        operation = self._mapped(name, attr)
+        setattr(self, name, operation)  # built once per operation: later calls find it without __getattr__
+        return operation
 
     def _mapped(self, name: str, call: Callable[..., Any]) -> Callable[..., Any]:
         service = self._service
