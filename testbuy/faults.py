@@ -35,7 +35,6 @@ import random
 import threading
 import time
 import urllib.error
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from testbuy.client import ApiClient
 from testbuy.infra import ROOT, StackDescription
 from testbuy.sim.marketplace import MarketplaceSim
 from testbuy.sim.world import SimSeller, World
@@ -897,7 +897,6 @@ class FaultRun:
     def __init__(self, stack: Any, seed: int = 1, timeouts: Timeouts | None = None) -> None:
         from chalicelib.api.auth import Role, issue_token
         from chalicelib.bootstrap import deps
-        from testbuy.client import ApiClient
 
         self.stack = stack
         self.info = stack.info
@@ -1075,20 +1074,12 @@ class FaultRun:
 
     # ------------------------------------------------------------------------------------------------ driving
     def _lab_call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.info.api_url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.lab_token}", "Content-Type": "application/json"},
-        )
+        """The lab's request; a lost connection or a timeout reads as 599 (the caller retries it like a 5xx)."""
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            status, payload, _ = ApiClient(self.info.api_url, self.lab_token, timeout=30).request(method, path, body)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             return 599, {"error": repr(exc)}
+        return status, payload
 
     def _post_with_retries(self, path: str, body: Any) -> int:
         """A lab client as a real one behaves: a 5xx or a lost connection is retried with backoff."""
