@@ -148,6 +148,23 @@ def _bucket_name(desc: StackDescription) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ fragment
 
 
+def _private_bucket() -> dict[str, Any]:
+    """What every bucket of the stack has: encryption at rest, no public access, owner-enforced objects, versions."""
+    return {
+        "BucketEncryption": {
+            "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+        "PublicAccessBlockConfiguration": {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        },
+        "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        "VersioningConfiguration": {"Status": "Enabled"},
+    }
+
+
 def _service_trust(service: str) -> dict[str, Any]:
     """A role that only ``service``, acting for this account, may assume."""
     return {
@@ -196,17 +213,7 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
         **retain,
         "Properties": {
             "BucketName": _bucket_name(desc),
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "VersioningConfiguration": {"Status": "Enabled"},
+            **_private_bucket(),
             "LoggingConfiguration": {
                 "DestinationBucketName": {"Ref": ACCESS_LOG_BUCKET_ID},
                 "LogFilePrefix": "evidence/",
@@ -221,17 +228,7 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
         ),
         "Properties": {
             "BucketName": {"Fn::Sub": desc.name("testbuy-{stage}-access-logs") + "-${AWS::AccountId}"},
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "VersioningConfiguration": {"Status": "Enabled"},
+            **_private_bucket(),
             "LifecycleConfiguration": {"Rules": [{"Id": "expire", "Status": "Enabled", "ExpirationInDays": 400}]},
         },
     }
