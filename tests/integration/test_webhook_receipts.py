@@ -1,14 +1,14 @@
-"""Webhook receipts against DynamoDB (moto, in-process): a claim whose put the SDK sent twice (the first reply lost)
+"""Webhook receipts against the local stack's data table: a claim whose put the SDK sent twice (the first reply lost)
 is still this caller's claim, not another arrival's. Found by the fault matrix (``api_delivery/dynamodb.PutItem``
-delivered twice answered 409 until the lease ran out, so the delivery came too late for the verdict)."""
+delivered twice answered 409 until the lease ran out, so the delivery came too late for the verdict).
+
+Not ``moto.mock_aws``: in this process it would reset the backends the shared local stack runs on."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
-
-import boto3
-from moto import mock_aws
 
 from chalicelib.adapters.webhook_receipts import DynamoWebhookReceipts
 
@@ -29,25 +29,13 @@ class PutSentTwice:
         return getattr(self._client, name)
 
 
-def _table() -> Any:
-    db = boto3.client("dynamodb", region_name="us-east-1")
-    db.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return db
+def test_a_claim_sent_twice_is_still_ours_and_a_second_arrival_is_busy(local_stack: Any) -> None:
+    from chalicelib.config import settings
 
-
-@mock_aws
-def test_a_claim_sent_twice_is_still_ours_and_a_second_arrival_is_busy() -> None:
-    db = _table()
-    assert DynamoWebhookReceipts(PutSentTwice(db), "t").claim("msg_1", NOW, 60, 3600) == "claimed"
-    plain = DynamoWebhookReceipts(db, "t")
-    assert plain.claim("msg_1", NOW, 60, 3600) == "busy"  # another arrival while the lease runs
-    plain.complete("msg_1")
-    assert plain.claim("msg_1", NOW, 60, 3600) == "done"
+    db, table = local_stack.client("dynamodb"), settings().data_table
+    webhook_id = f"msg_twice_{uuid.uuid4().hex}"
+    assert DynamoWebhookReceipts(PutSentTwice(db), table).claim(webhook_id, NOW, 60, 3600) == "claimed"
+    plain = DynamoWebhookReceipts(db, table)
+    assert plain.claim(webhook_id, NOW, 60, 3600) == "busy"  # another arrival while the lease runs
+    plain.complete(webhook_id)
+    assert plain.claim(webhook_id, NOW, 60, 3600) == "done"

@@ -1,14 +1,12 @@
-"""The KMS custody key against moto's KMS (HMAC_256 key, GenerateMac/VerifyMac), and the key chosen from config."""
+"""The KMS custody key against the local stack's KMS (HMAC_256, GenerateMac/VerifyMac), and the key from config."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.adapters.custody_hmac import LocalHmacKey
 from chalicelib.adapters.custody_kms import KmsCustodyKey, custody_key_from
@@ -18,9 +16,10 @@ from chalicelib.domain.custody import Actor, Anchor, next_entry, verify_chain
 
 
 @pytest.fixture()
-def kms() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("kms", region_name="us-east-1")
+def kms(local_stack: Any) -> Any:
+    # The shared local stack's KMS, not ``moto.mock_aws``: in this process that would reset the backends the local
+    # stack runs on (and break every test after it).
+    return local_stack.client("kms")
 
 
 def hmac_key(kms: Any) -> str:
