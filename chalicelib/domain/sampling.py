@@ -83,6 +83,36 @@ class Design:
     budget: int
     strata: IntArray | None
     stratum_budgets: dict[int, float] | None = None
+    uniform_rate: float | dict[int, float] = 1.0
+
+    def exploration_pi(self, index: npt.ArrayLike | None = None) -> FloatArray:
+        """Probability ``q_i = eps * min(1, B_h / C_h)`` that unit ``i`` is drawn through the uniform part of pi.
+
+        ``q_i <= pi_i`` always, and :func:`draw` marks a selected unit as an exploration unit exactly when its
+        uniform fell below ``q_i``; so the exploration units are themselves a Poisson sample with these known
+        probabilities, equal within a stratum (an equal-probability sample of the frame when unstratified).
+        ``index`` selects units (all when omitted).
+        """
+        n = self.pi.shape[0]
+        idx = np.arange(n) if index is None else np.asarray(index, dtype=np.int64)
+        if isinstance(self.uniform_rate, dict):
+            if self.strata is None:  # pragma: no cover - constructed together
+                raise SamplingError("strata", "per-stratum rates need strata")
+            codes = self.strata[idx]
+            rates = np.fromiter((self.uniform_rate[int(k)] for k in codes), dtype=np.float64, count=codes.shape[0])
+        else:
+            rates = np.full(idx.shape[0], self.uniform_rate, dtype=np.float64)
+        out: FloatArray = np.minimum(self.eps * rates, self.pi[idx])
+        return out
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A Poisson sample: ``index`` (sorted unit indices) and, per selected unit, whether it is an
+    ``exploration`` unit (its uniform fell below :meth:`Design.exploration_pi`)."""
+
+    index: IntArray
+    exploration: npt.NDArray[np.bool_]
 
 
 def _as_float_array(values: Any, field: str) -> FloatArray:
@@ -308,7 +338,7 @@ def design(
         del c
         spend = total_cost if budget >= total_cost else _spend(pi, cost)
         pi.flags.writeable = False
-        return Design(pi, spend, float(pi.sum()), eps, blend, budget, None)
+        return Design(pi, spend, float(pi.sum()), eps, blend, budget, None, None, min(1.0, budget / total_cost))
     return _stratified_design(p, c, budget, eps, blend, strata, quotas)
 
 
@@ -384,6 +414,7 @@ def _stratified_design(
         budget,
         strata_codes,
         {code: float(alloc[h]) for h, code in enumerate(code_list)},
+        {code: min(1.0, float(alloc[h]) / float(ctot[h])) for h, code in enumerate(code_list)},
     )
 
 
@@ -416,6 +447,33 @@ def poisson_draw(pi: npt.ArrayLike, seed: int) -> IntArray:
             idx += start
         parts.append(idx.astype(np.int64, copy=False))
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def draw(d: Design, seed: int) -> Draw:
+    """:func:`poisson_draw` on ``d.pi`` with the same uniforms, plus which selected units are exploration units.
+
+    Unit ``i`` is selected iff ``U_i < pi_i`` and is an exploration unit iff ``U_i < q_i`` (``q_i <= pi_i``, see
+    :meth:`Design.exploration_pi`): the same seed selects the same units as :func:`poisson_draw`.
+    """
+    index = poisson_draw(d.pi, seed)
+    if index.shape[0] == 0:
+        return Draw(index, np.zeros(0, dtype=bool))
+    u = _uniforms_at(d.pi.shape[0], seed, index)
+    return Draw(index, u < d.exploration_pi(index))
+
+
+def _uniforms_at(n: int, seed: int, index: IntArray) -> FloatArray:
+    """The uniforms :func:`poisson_draw` drew for the units ``index`` (regenerated chunk by chunk)."""
+    rng = np.random.default_rng(int(seed))
+    chunk = min(n, _DRAW_CHUNK)
+    out = np.empty(index.shape[0], dtype=np.float64)
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        u = rng.random(size)
+        lo, hi = np.searchsorted(index, [start, start + size])
+        if hi > lo:
+            out[lo:hi] = u[index[lo:hi] - start]
+    return out
 
 
 def check_unique_ids(ids: Sequence[str]) -> None:
