@@ -160,7 +160,8 @@ def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2.0 * n)) / denom
     half = z / denom * math.sqrt(max(p * (1.0 - p), 0.0) / n + z2 / (4.0 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds p (rounding could otherwise put a hair of daylight between them at 0 or 1)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def _floats(values: Any, name: str) -> FloatArray:
@@ -188,7 +189,7 @@ def _var(z: FloatArray, w: FloatArray, q: FloatArray) -> float:
 def _proportion_interval(theta: float, v: float, n: int, kish: float, rare: int) -> tuple[float, float]:
     """Wilson on the Korn-Graubard ``n* = theta (1 - theta) / v`` capped at ``n`` (Kish's size when ``v = 0``
     or fewer than :data:`SMALL_COUNT` units of the rarer kind)."""
-    if v > 0.0 and 0.0 < theta < 1.0 and rare >= SMALL_COUNT:
+    if v > 0.0 and theta * (1.0 - theta) > 1e-12 and rare >= SMALL_COUNT:
         n_star = min(theta * (1.0 - theta) / v, float(n))
     else:
         n_star = kish
@@ -199,6 +200,8 @@ def _ratio(a: FloatArray, b: FloatArray, w: FloatArray, q: FloatArray) -> tuple[
     """Hajek ratio ``sum w a / sum w b`` and its linearised variance (``sum w b`` must be positive)."""
     tb = float(np.dot(w, b))
     r = float(np.dot(w, a)) / tb
+    if bool((a <= b).all()) and bool((a >= 0).all()):  # a share: keep rounding from stepping outside [0, 1]
+        r = min(1.0, max(0.0, r))
     return r, _var((a - r * b) / tb, w, q)
 
 
@@ -222,7 +225,7 @@ def weighted_auc(y: FloatArray, s: FloatArray, w: FloatArray, q: FloatArray) -> 
     above1 = n1 - np.cumsum(w1)  # fake weight strictly above each value
     below0 = np.cumsum(w0) - w0  # genuine weight strictly below
     total = float(np.dot(w0, above1 + 0.5 * w1))
-    auc = total / (n1 * n0)
+    auc = min(1.0, max(0.0, total / (n1 * n0)))  # rounding can step a hair outside [0, 1]
     g = np.where(y > 0.5, below0[inv] + 0.5 * w0[inv], above1[inv] + 0.5 * w1[inv])
     z = (g - auc * np.where(y > 0.5, n0, n1)) / (n1 * n0)
     return auc, _var(z, w, q)
