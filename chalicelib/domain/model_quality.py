@@ -67,6 +67,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chalicelib.domain.errors import InvalidInput
+from chalicelib.domain.models import Order, Round, VerdictKind
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -368,3 +369,44 @@ def _reliability(y: FloatArray, s: FloatArray, w: FloatArray, q: FloatArray, edg
         mean_pred = float(np.dot(wk, sk) / wk.sum())
         out.append(ReliabilityBin(lo_e, hi_e, m, hits, float(wk.sum()), mean_pred, rate, lo, hi))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ from stored rounds
+
+
+def section(rounds: Sequence[tuple[Round, Sequence[Order]]]) -> dict[str, Any]:
+    """The ``risk_model`` section of a round's or a programme's metrics, from stored rounds and their orders.
+
+    Uses the orders marked ``exploration`` with a conclusive verdict, each with its own ``exploration_pi`` (read
+    from the order: a thinning step may have scaled it) and ``risk``, and its round's top-decile threshold. Rounds
+    recorded before the exploration flag existed (no threshold) contribute nothing. Pooled rounds measure the model
+    over seller-rounds; ``population`` and ``flagged`` sum the contributing rounds' frames."""
+    y: list[float] = []
+    s: list[float] = []
+    q: list[float] = []
+    t: list[float] = []
+    population = flagged = used = 0
+    for rnd, orders in rounds:
+        if rnd.top_decile_threshold is None:
+            continue
+        used += 1
+        population += rnd.population
+        flagged += rnd.top_decile_flagged or 0
+        for o in orders:
+            if not o.exploration or o.exploration_pi is None or o.risk is None:
+                continue
+            if o.verdict is None or not o.verdict.conclusive:
+                continue
+            y.append(1.0 if o.verdict is VerdictKind.COUNTERFEIT else 0.0)
+            s.append(o.risk)
+            q.append(o.exploration_pi)
+            t.append(rnd.top_decile_threshold)
+    quality = assess(
+        np.array(y, dtype=np.float64),
+        np.array(s, dtype=np.float64),
+        np.array(q, dtype=np.float64),
+        np.array(t, dtype=np.float64),
+        population=population or None,
+        flagged=flagged or None,
+    )
+    return {"rounds": used, "population": population, "flagged": flagged, **quality.as_dict()}

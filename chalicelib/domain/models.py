@@ -248,6 +248,10 @@ class Round(Lenient):
     settled: int = 0
     completed_at: datetime | None = None
     summary: dict[str, Any] | None = None
+    top_decile_threshold: float | None = Field(
+        default=None, description="the frame's top-decile risk threshold (sellers at or above it are flagged)"
+    )
+    top_decile_flagged: int | None = Field(default=None, description="frame sellers at or above the threshold")
 
 
 # ---------------------------------------------------------------------------------------------------------- orders
@@ -367,6 +371,9 @@ class Order(Lenient):
     category: str
     pi: float
     risk: float | None = None
+    # drawn through the uniform part of pi (sampling.draw), with that part's probability: measures the risk model
+    exploration: bool = False
+    exploration_pi: float | None = None
     stratum: str
     seed: int
     amount: int

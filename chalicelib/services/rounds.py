@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.domain import estimation, risk, sampling
+from chalicelib.domain import estimation, model_quality, risk, sampling
 from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
 from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
 from chalicelib.domain.models import (
@@ -138,7 +138,9 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
         blend=program.blend,
         strata=strata if len(categories) > 1 else None,
     )
-    chosen = sampling.poisson_draw(design.pi, rnd.seed)
+    drawn = sampling.draw(design, rnd.seed)
+    q = design.exploration_pi(drawn.index)
+    top_threshold, top_flagged = model_quality.top_decile(risks)
     now = d.clock.now()
     orders = [
         Order(
@@ -149,6 +151,8 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             category=sellers[i].category,
             pi=float(design.pi[i]),
             risk=float(risks[i]),
+            exploration=explore,
+            exploration_pi=qi,
             stratum=sellers[i].category,
             seed=rnd.seed,
             amount=int(cost[i]),
@@ -157,7 +161,7 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             created_at=now,
             updated_at=now,
         )
-        for i in chosen.tolist()
+        for i, explore, qi in zip(drawn.index.tolist(), drawn.exploration.tolist(), q.tolist(), strict=True)
     ]
     d.orders.put_orders(orders)
     population_by_stratum = Counter(s.category for s in sellers)
@@ -171,6 +175,8 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             "population_by_stratum": dict(population_by_stratum),
             "expected_spend": round(design.expected_spend),
             "expected_size": design.expected_size,
+            "top_decile_threshold": top_threshold,
+            "top_decile_flagged": top_flagged,
         },
     )
     bucket, key = d.evidence.put_json(
@@ -297,6 +303,7 @@ def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
     orders = d.orders.list_round_orders(inp.round_id)
     summary = summarize(orders, rnd.population, rnd.population_by_stratum)
+    summary["risk_model"] = model_quality.section([(rnd, orders)])
     now = d.clock.now()
     d.rounds.update_round(
         inp.program_id,
@@ -321,6 +328,13 @@ def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
         d.metrics.add("EstimatedPrevalence", est["prevalence"], "None", dims)
         d.metrics.add("EstimatedPrevalenceLow", est["ci_low"], "None", dims)
         d.metrics.add("EstimatedPrevalenceHigh", est["ci_high"], "None", dims)
+    for name, key in (
+        ("RiskModelAUC", "auc"),
+        ("RiskModelBrier", "brier"),
+        ("RiskModelTopDecilePrecision", "top_decile_precision"),
+    ):
+        if summary["risk_model"][key]["estimate"] is not None:
+            d.metrics.add(name, summary["risk_model"][key]["estimate"], "None", dims)
     d.metrics.flush()
     event = RoundCompleted(
         round_id=inp.round_id,
@@ -384,10 +398,12 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     """Programme-level metrics: per-round figures combined, raw and design-weighted."""
     rounds = d.rounds.list_rounds(program.program_id)
     all_orders: list[Order] = []
+    per_round: list[tuple[Round, list[Order]]] = []
     estimates = []
     for rnd in rounds:
         orders = d.orders.list_round_orders(rnd.round_id)
         all_orders.extend(orders)
+        per_round.append((rnd, orders))
         conclusive = [o for o in orders if o.verdict is not None and o.verdict.conclusive]
         if conclusive and rnd.population:
             y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
@@ -403,6 +419,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     else:
         summary["lift_over_uniform"] = None
     summary["currency"] = program.currency
+    summary["risk_model"] = model_quality.section(per_round)
     summary["marketplace_refund_rate"] = marketplace_refund_rate(d, program.program_id)
     summary["precision"] = (
         {f"buys_needed_for_pm_{hw * 100:g}pt": estimation.buys_needed(combined, hw) for hw in (0.01, 0.005)}
