@@ -39,7 +39,7 @@ def test_weighted_auc_equals_the_brute_force_pair_sum_and_its_linearisation() ->
     s = np.round(rng.random(n), 1)  # many ties
     q = rng.choice([0.05, 0.2, 0.5, 1.0], n)
     w = 1 / q
-    auc, var = mq.weighted_auc(y, s, w, q)
+    auc, var, jack = mq.weighted_auc(y, s, w, q)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     k = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
     n1, n0 = w[pos].sum(), w[neg].sum()
@@ -50,6 +50,17 @@ def test_weighted_auc_equals_the_brute_force_pair_sum_and_its_linearisation() ->
     z = (g - auc * np.where(y == 1, n0, n1)) / (n1 * n0)
     assert var == pytest.approx(float(np.sum((1 - q) * (w * z) ** 2)), rel=1e-12)
     assert var > 0
+    # the closed-form jackknife equals recomputing the AUC without each unit in turn
+    loo = np.array(
+        [mq.weighted_auc(np.delete(y, k), np.delete(s, k), np.delete(w, k), np.delete(q, k))[0] for k in range(n)]
+    )
+    assert jack == pytest.approx((n - 1) / n * float(np.sum((1 - q) * (loo - auc) ** 2)), rel=1e-9)
+
+
+def test_t_quantiles() -> None:
+    # published 97.5% points of Student's t
+    for df, value in ((1, 12.7062), (3, 3.1824), (5, 2.5706), (10, 2.2281), (30, 2.0423), (120, 1.9799)):
+        assert mq.t_quantile(df) == pytest.approx(value, abs=3e-4)
 
 
 def test_brier_hajek_and_horvitz_thompson_by_hand() -> None:

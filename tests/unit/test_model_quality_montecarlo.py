@@ -16,8 +16,9 @@ Tolerances (not tuned to pass): the mean of each estimate is within 3 Monte Carl
 (``sd / sqrt(2000)``) of the truth plus, for the consistent ratio estimators, ``0.01 sd`` (their O(1/n) bias, far below
 this at n = 1,500); the Horvitz-Thompson figures are exactly unbiased and get 3 MC s.e. only. Each 95% interval covers
 the truth in between 92.5% and 97.5% of the draws: the Monte Carlo s.e. of a coverage of 0.95 over 2,000 draws is
-0.0049, and the AUC's interval is known to run slightly below nominal (0.942-0.945 measured over 6,000 draws on two
-frames: the AUC's sampling distribution is skewed at 80 fakes), so the band is 0.95 -/+ 0.025.
+0.0049, so the band is 0.95 -/+ about 5 MC s.e. (room for the small-sample departures measured below: 0.94-0.955).
+Measured with these seeds: bias AUC -0.0006 (MC s.e. 0.0006), Brier +0.00016 (0.00009), precision -0.00004
+(0.0007); coverage AUC 0.949, Brier 0.953, precision 0.955, Brier HT 0.948, precision HT 0.941.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _study(seed: int = 2026) -> Study:
     y, risk, cost, strata = _frame(seed)
     threshold, flagged = mq.top_decile(risk)
     ones = np.ones(N_SELLERS)
-    auc, _ = mq.weighted_auc(y, risk, ones, ones)
+    auc = mq.weighted_auc(y, risk, ones, ones)[0]
     top = risk >= threshold
     truth = {
         "auc": auc,
@@ -157,3 +158,29 @@ def test_few_exploration_units_give_sane_answers_or_none() -> None:
                 assert fig.ci_low is not None and fig.ci_high is not None
                 assert 0.0 <= fig.ci_low <= fig.estimate <= fig.ci_high <= 1.0
     assert seen_none > 0 and seen_value > 0
+
+
+@pytest.mark.parametrize(("budget_share", "low", "high"), [(0.02, 0.925, 0.985), (0.07, 0.92, 0.975)])
+def test_auc_interval_holds_with_few_fakes(budget_share: float, low: float, high: float) -> None:
+    """Smaller rounds: about 7 (budget 2% of the frame cost) and 24 (7%) fakes among the exploration units.
+
+    Measured over 3,000 draws on two frames: 0.953 / 0.954 with 7 fakes, 0.938 / 0.944 with 24 (the linearised
+    Wilson interval covered 0.81 and 0.91 there). 2,000 draws: MC s.e. 0.005; the bands are the measured values
+    -/+ about 3.5 MC s.e., the upper one also allowing the t quantile's deliberate width at very few fakes.
+    """
+    y, risk, cost, strata = _frame(2026)
+    ones = np.ones(N_SELLERS)
+    truth = mq.weighted_auc(y, risk, ones, ones)[0]
+    d = sampling.design(risk, cost, int(cost.sum() * budget_share), eps=0.3, blend=0.5, strata=strata)
+    covered = counted = 0
+    for r in range(DRAWS):
+        drawn = sampling.draw(d, 30_000 + r)
+        idx = drawn.index[drawn.exploration]
+        fig = mq.assess(y[idx], risk[idx], d.exploration_pi(idx), None).auc
+        if fig.estimate is None:
+            continue
+        assert fig.ci_low is not None and fig.ci_high is not None
+        counted += 1
+        covered += fig.ci_low <= truth <= fig.ci_high
+    assert counted >= 0.95 * DRAWS
+    assert low <= covered / counted <= high, covered / counted
