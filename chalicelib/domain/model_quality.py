@@ -230,7 +230,9 @@ def weighted_auc(y: FloatArray, s: FloatArray, w: FloatArray, q: FloatArray) -> 
     other class it beats (ties 1/2); the linearised variable is ``z = (g - A (y N0 + (1 - y) N1)) / (N1 N0)`` and
     ``v_lin = sum (1 - q) w^2 z^2``. The delete-one jackknife has a closed form (removing unit ``k`` removes
     ``w_k g_k`` from ``T`` and ``w_k`` from its class total): ``v_jack = (n - 1) / n sum (1 - q_k) (A_(k) - A)^2``;
-    it is 0 when a class has a single unit (nothing to delete it against)."""
+    it is 0 when a class has a single unit (nothing to delete it against). The per-unit factor ``1 - q_k`` is the
+    usual finite-population correction for Poisson sampling (as in Berger & Skinner's jackknife for unequal
+    probabilities), an approximation that matters only where ``q`` is large."""
     values, inv = np.unique(s, return_inverse=True)
     w1 = np.bincount(inv, weights=w * y, minlength=values.shape[0])
     w0 = np.bincount(inv, weights=w * (1.0 - y), minlength=values.shape[0])
