@@ -269,7 +269,7 @@ def _render(con: Console, s: dict[str, Any]) -> None:
         if f["estimate"] is None:
             t.add_row(label, f"n/a ({f['reason']})")
         else:
-            show = pct if as_pct else (lambda v: f"{v:.3f}")
+            show = pct if as_pct else (lambda v: f"{v:.4f}")
             t.add_row(label, f"{show(f['estimate'])}  [{show(f['ci_low'])}, {show(f['ci_high'])}]  n={f['n']}")
     for b in rm["reliability"]:
         t.add_row(

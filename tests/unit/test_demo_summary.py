@@ -44,7 +44,7 @@ def test_the_summary_shows_the_model_figures_with_intervals() -> None:
     con = Console(record=True, width=200)
     demo._render(con, _summary(_section([1, 0, 0, 1, 0], [0.6, 0.1, 0.35, 0.4, 0.05])))
     text = con.export_text()
-    assert "risk model AUC" in text and "1.000" in text and "precision of the top risk decile" in text
+    assert "risk model AUC" in text and "1.0000" in text and "precision of the top risk decile" in text
 
 
 def test_the_summary_says_why_a_figure_is_missing() -> None:
