@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.domain import estimation, risk, sampling
+from chalicelib.domain import estimation, nonresponse, risk, sampling
 from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
 from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
 from chalicelib.domain.models import (
@@ -120,7 +120,17 @@ def load_program(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
 
 
 def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") -> dict[str, Any]:
-    """Design and draw the round's Poisson sample; store every unit with its pi, stratum, seed and round."""
+    """Design and draw the round's Poisson sample, thin it to what the round can spend, store every kept unit
+    with its final pi, stratum, seed and round.
+
+    The design spends the round budget only in expectation. When the drawn units' reservations exceed the spend
+    limit -- min(round budget, available balance now) -- a seeded simple random subsample is kept
+    (``chalicelib.domain.nonresponse.thin``): each drawn unit is kept with the recorded ``thinning_factor`` r, and
+    its stored ``pi`` is ``design_pi * r``, exact given the draw. Thinned-out units are not stored as orders (the
+    round's ``sampled`` counts only kept units, so ``settled >= sampled`` still means done). What is *not* exact:
+    with unequal costs the kept total can still exceed the limit (rarely, z = 3), and concurrent rounds can take
+    money before these orders reserve; those budget skips are nonresponse, weighted by class in :func:`summarize`.
+    """
     program = d.programs.get_program(inp.program_id)
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
     sellers = frame(program, d.programs.list_sellers(inp.program_id))
@@ -138,7 +148,16 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
         blend=program.blend,
         strata=strata if len(categories) > 1 else None,
     )
-    chosen = sampling.poisson_draw(design.pi, rnd.seed)
+    drawn = sampling.poisson_draw(design.pi, rnd.seed)
+    limit = rnd.spend_limit
+    if limit is None:  # recorded first, so a retry thins to the same limit
+        limit = max(0, min(rnd.budget, d.ledger.balance(inp.program_id).available))
+        d.rounds.update_round(inp.program_id, inp.round_id, {"spend_limit": limit})
+    thinning = nonresponse.thin(cost[drawn], limit, rnd.seed)
+    chosen = drawn[thinning.keep]
+    # TODO(modelq merge): exploration flags come from sampling.draw(design, seed); keep them with
+    # ``draw.exploration[thinning.keep]`` and store ``exploration_pi = design.exploration_pi(chosen) * r``.
+    r = thinning.factor
     now = d.clock.now()
     orders = [
         Order(
@@ -147,7 +166,8 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             round_id=inp.round_id,
             seller_id=sellers[i].seller_id,
             category=sellers[i].category,
-            pi=float(design.pi[i]),
+            pi=float(design.pi[i] * r),
+            design_pi=float(design.pi[i]),
             risk=float(risks[i]),
             stratum=sellers[i].category,
             seed=rnd.seed,
@@ -168,13 +188,17 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             "status": RoundStatus.SAMPLED.value,
             "population": len(sellers),
             "sampled": len(orders),
+            "drawn": thinning.drawn,
+            "thinned_out": thinning.thinned_out,
+            "thinning_factor": r,
             "population_by_stratum": dict(population_by_stratum),
             "expected_spend": round(design.expected_spend),
             "expected_size": design.expected_size,
         },
     )
+    handed = [orders[k] for k in nonresponse.placing_order(len(orders), rnd.seed).tolist()]
     bucket, key = d.evidence.put_json(
-        f"{bucket_prefix}/{inp.round_id}/orders.json", [{"order_id": o.order_id} for o in orders]
+        f"{bucket_prefix}/{inp.round_id}/orders.json", [{"order_id": o.order_id} for o in handed]
     )
     return {"bucket": bucket, "key": key, "count": len(orders)}
 
@@ -259,11 +283,13 @@ def summarize(
         "service_quality": sum(sq) / len(sq) if sq else None,
         "stuck": sum(1 for o in orders if o.status not in TERMINAL_STATUSES),
         "failures_by_reason": dict(sorted(Counter(o.failure for o in orders if o.failure).items())),
+        "nonresponse": None,
         "estimate": None,
     }
     if conclusive:
         y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
-        pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
+        pi, adjustment = respondent_pi(orders)
+        summary["nonresponse"] = adjustment
         est = estimation.estimate(y, pi, population)
         summary["estimate"] = estimate_dict(est)
         if population_by_stratum and len(population_by_stratum) > 1:
@@ -275,6 +301,25 @@ def summarize(
             )
             summary["by_stratum"] = {names[k]: estimate_dict(v) for k, v in per.items()}
     return summary
+
+
+def respondent_pi(orders: list[Order]) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+    """The conclusive orders' pi adjusted for nonresponse (in their order in ``orders``) and a summary of the
+    adjustment.
+
+    Eligible units are all the orders given (the kept sample of one round, or several rounds: classes never span
+    rounds); respondents those with a conclusive verdict. Classes are round x stratum x risk band
+    (``chalicelib.domain.nonresponse``): each respondent's pi is its recorded (thinned) pi times its class's
+    weighted response rate. Assumed: missing at random within class; see that module for where it fails.
+    """
+    respondent = np.fromiter((o.verdict is not None and o.verdict.conclusive for o in orders), dtype=bool)
+    pi = np.fromiter((o.pi for o in orders), dtype=np.float64, count=len(orders))
+    groups = {key: k for k, key in enumerate(sorted({(o.round_id, o.stratum) for o in orders}))}
+    strata = np.fromiter((groups[(o.round_id, o.stratum)] for o in orders), dtype=np.int64, count=len(orders))
+    by_pi = any(o.risk is None for o in orders)  # orders recorded before risk was stored: band by pi instead
+    band_by = np.fromiter((o.pi if by_pi else o.risk for o in orders), dtype=np.float64, count=len(orders))
+    adj = nonresponse.nonresponse_adjust(pi, respondent, strata, band_by)
+    return adj.pi[respondent], adj.summary()
 
 
 def estimate_dict(est: estimation.Estimate) -> dict[str, Any]:
@@ -391,7 +436,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
         conclusive = [o for o in orders if o.verdict is not None and o.verdict.conclusive]
         if conclusive and rnd.population:
             y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
-            pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
+            pi, _ = respondent_pi(orders)
             estimates.append(estimation.estimate(y, pi, rnd.population))
     summary = summarize(all_orders, max((r.population for r in rounds), default=0))
     combined = estimation.combine_rounds(estimates) if estimates else None
