@@ -31,22 +31,25 @@ between sampling and placing. Orders then skipped for budget are *nonresponse*, 
 --------------------------------------------------------------------------------------------
 Eligible units are the kept sample. Respondents are those with a conclusive verdict; budget skips, seller
 refusals, lost parcels, failures, inconclusive verdicts and orders still open are nonrespondents. Classes are
-stratum x risk band: within each stratum the units are cut at the quintiles of their risk (:data:`RISK_BANDS`),
-then adjacent bands (in risk order) are merged, the band with the fewest respondents into its smaller neighbour,
-until every band has at least :data:`MIN_RESPONDENTS` respondents or the stratum is one band. A respondent's
-weight ``1/pi`` is multiplied by ``(sum of 1/pi over the class's units) / (sum of 1/pi over its respondents)``;
-equivalently its pi is multiplied by the class's weighted response rate. A stratum with no respondent at all
-cannot be adjusted for: its weight is left out, which the Hajek ratio spreads over all respondents (missing
-completely at random across the frame for those units); :attr:`Adjustment.unrepresented` counts them.
+stratum x risk band: within each stratum the units are cut at the deciles of their risk weighted by ``1/pi``
+(:data:`RISK_BANDS`; weighted, so the bands split the frame the estimate speaks for rather than only the
+over-sampled risky end; equal risks share a band), then adjacent bands (in risk order) are merged, the band with the
+fewest respondents into its neighbour with fewer, until every band has at least :data:`MIN_RESPONDENTS`
+respondents or the stratum is one band (the numbers and the evidence for them: ``docs/decisions.md``). A
+respondent's weight ``1/pi`` is multiplied by ``(sum of 1/pi over the class's units) / (sum of 1/pi over its
+respondents)``; equivalently its pi is multiplied by the class's weighted response rate. A stratum with no
+respondent at all cannot be adjusted for: its weight is left out, which the Hajek ratio spreads over all
+respondents (missing completely at random across the frame for those units); :attr:`Adjustment.unrepresented`
+counts them.
 
 Assumption: response is **missing at random within class** -- given the stratum and the risk band, whether a unit
 is observed does not depend on whether it is counterfeit. Where it fails: (a) when response depends on the
 outcome itself (a counterfeiter who spots test buys and refuses them; a lab that finds fakes harder to call
 conclusively) -- no reweighting on covariates can fix that, it needs a follow-up subsample of nonrespondents;
-(b) when response varies with risk *within* a band (a band removes most, not all, of a smooth dependence:
-five classes remove about 90% of the bias, Cochran 1968); (c) collapsed classes are coarser still. The variance
-treats the class response rates as known (a Bernoulli third phase); estimating them, like post-stratification,
-usually lowers the true variance, so the interval tends to err wide, not narrow.
+(b) when response varies with risk *within* a band (bands remove most, not all, of a smooth dependence; Cochran
+1968 puts it at about 90% for five classes); (c) small rounds, whose collapsed classes are coarser still. The
+variance treats the class response rates as known (a Bernoulli third phase); estimating them, like
+post-stratification, usually lowers the true variance, so the interval tends to err wide, not narrow.
 """
 
 from __future__ import annotations

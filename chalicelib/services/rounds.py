@@ -256,7 +256,14 @@ def await_orders(d: Deps, inp: RoundTaskInput, token: str) -> dict[str, Any]:
 def summarize(
     orders: list[Order], population: int, population_by_stratum: dict[str, int] | None = None
 ) -> dict[str, Any]:
-    """Round figures: raw hit rate among conclusive verdicts and the design-weighted prevalence estimate."""
+    """Round figures: raw hit rate among conclusive verdicts and the design-weighted prevalence estimate.
+
+    The estimate is Hajek over the conclusive verdicts with each one's recorded pi (already multiplied by the
+    round's thinning factor, exact given the draw) divided by its weighting class's response rate
+    (:func:`respondent_pi`). Exact: the design and the thinning probabilities. Assumed: refusals, losses, budget
+    skips, inconclusive verdicts and open orders are missing at random within round x stratum x risk band
+    (``chalicelib.domain.nonresponse`` says where that fails); ``nonresponse`` in the summary shows the classes.
+    """
     placed = [o for o in orders if o.marketplace_order_id is not None]
     delivered = [o for o in orders if o.delivered_at is not None]
     with_verdict = [o for o in orders if o.verdict is not None]
@@ -426,7 +433,8 @@ def round_view(d: Deps, program_id: str, round_id: str) -> dict[str, Any]:
 
 
 def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
-    """Programme-level metrics: per-round figures combined, raw and design-weighted."""
+    """Programme-level metrics: per-round figures combined, raw and design-weighted (each round's respondents
+    weighted for thinning and nonresponse as in :func:`summarize`)."""
     rounds = d.rounds.list_rounds(program.program_id)
     all_orders: list[Order] = []
     estimates = []
