@@ -231,7 +231,11 @@ class RoundStatus(StrEnum):
 
 class RoundStart(Strict):
     seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
-    budget: Amount | None = Field(default=None, description="round budget; default round_size x mean cost")
+    budget: Amount | None = Field(
+        default=None,
+        description="round budget: the round's reservations stay within it and the available balance (a larger "
+        "draw is thinned at random); default round_size x mean cost",
+    )
 
 
 class Round(Lenient):

@@ -75,8 +75,10 @@ def start_round(d: Deps, program_id: str, req: RoundStart) -> Round:
         )
     available = d.ledger.balance(program_id).available
     cap = program.per_order_cap
-    mean_cost = sum(reservation_amount(s.expected_cost, cap) for s in sellers) / len(sellers)
-    budget = req.budget if req.budget is not None else int(program.round_size * mean_cost)
+    total_cost = sum(reservation_amount(s.expected_cost, cap) for s in sellers)
+    # integer arithmetic: round_size x mean cost, never a unit short of a census through float rounding (the
+    # sample is thinned to the budget, so a budget one unit below the frame's cost would drop a seller)
+    budget = req.budget if req.budget is not None else program.round_size * total_cost // len(sellers)
     cheapest = min(reservation_amount(s.expected_cost, cap) for s in sellers)
     if budget < cheapest:
         raise InvalidInput(

@@ -209,3 +209,28 @@ def test_a_stratum_without_respondents_is_reported_unrepresented() -> None:
     adj = nonresponse.nonresponse_adjust(pi, [True, True, False, False], [0, 0, 1, 1], [0.1, 0.2, 0.1, 0.2])
     assert adj.unrepresented == 2 and adj.n_classes == 1
     assert adj.pi[:2].tolist() == [0.5, 0.5] and np.isnan(adj.pi[2:]).all()
+
+
+def test_the_default_budget_of_a_census_is_not_a_unit_short() -> None:
+    # 11 sellers whose reservations total 13,325: 11 x (13,325 / 11) is 13,324.999... in floating point, and a
+    # budget truncated to 13,324 would now thin one seller out of what is meant to be a census
+    w = world()
+    now = w.clock.now()
+    req = ProgramCreate(
+        name="census",
+        currency="CNY",
+        budget=10**6,
+        period_start=now - timedelta(days=1),
+        period_end=now + timedelta(days=30),
+        round_size=11,
+        exploration_share=1.0,
+    )
+    pid = programs.create_program(w.deps, req).program_id
+    w.ledger.fund(pid, "f1", 10**6, "CNY")
+    sellers = [SellerIn(seller_id=f"c{i}", category="bags", expected_cost=1_018 + 7 * i, risk=0.1) for i in range(11)]
+    programs.import_sellers(w.deps, pid, SellerImport(sellers=sellers))
+    rnd = rounds.start_round(w.deps, pid, RoundStart(seed=1))
+    assert rnd.budget == sum(rounds.reservation_amount(s.expected_cost) for s in sellers) == 13_325
+    rounds.sample_sellers(w.deps, rounds.RoundTaskInput(program_id=pid, round_id=rnd.round_id, correlation_id="c"))
+    after = w.rounds.get_round(pid, rnd.round_id)
+    assert after.sampled == after.drawn == 11 and after.thinned_out == 0
