@@ -206,6 +206,27 @@ def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, wor
             "n_eff": est.get("n_eff"),
             "true_prevalence": world.true_prevalence,
         },
+        "risk_model": _risk_model(metrics["risk_model"]),
+    }
+
+
+def _risk_model(section: dict[str, Any]) -> dict[str, Any]:
+    """The risk model measured on the exploration units: each figure with its interval and the units behind it."""
+
+    def fig(f: dict[str, Any]) -> dict[str, Any]:
+        return {k: f[k] for k in ("estimate", "ci_low", "ci_high", "n", "fakes", "reason")}
+
+    return {
+        "exploration_units": section["units"],
+        "fakes": section["fakes"],
+        "auc": fig(section["auc"]),
+        "brier": fig(section["brier"]),
+        "top_decile_precision": fig(section["top_decile_precision"]),
+        "reliability": [
+            {k: b[k] for k in ("low", "high", "n", "fakes", "mean_predicted", "observed", "ci_low", "ci_high")}
+            for b in section["reliability"]
+            if b["n"]
+        ],
     }
 
 
@@ -237,6 +258,25 @@ def _render(con: Console, s: dict[str, Any]) -> None:
         "n/a" if s["lift_over_uniform"] is None else f"{s['lift_over_uniform']:.2f}x",
     )
     t.add_row("refund rate (suspect / settled)", pct(s["refund_rate"]))
+    rm = s["risk_model"]
+    t.add_row("risk model: exploration units (fakes)", f"{rm['exploration_units']} ({rm['fakes']})")
+    for label, key, as_pct in (
+        ("risk model AUC (95% CI)", "auc", False),
+        ("risk model Brier score (95% CI)", "brier", False),
+        ("precision of the top risk decile (95% CI)", "top_decile_precision", True),
+    ):
+        f = rm[key]
+        if f["estimate"] is None:
+            t.add_row(label, f"n/a ({f['reason']})")
+        else:
+            show = pct if as_pct else (lambda v: f"{v:.3f}")
+            t.add_row(label, f"{show(f['estimate'])}  [{show(f['ci_low'])}, {show(f['ci_high'])}]  n={f['n']}")
+    for b in rm["reliability"]:
+        t.add_row(
+            f"  calibration, risk in ({b['low']:g}, {b['high']:g}]",
+            f"predicted {pct(b['mean_predicted'])}, observed {pct(b['observed'])} "
+            f"[{pct(b['ci_low'])}, {pct(b['ci_high'])}]  n={b['n']}",
+        )
     t.add_row("enforcement actions", ", ".join(f"{k}={v}" for k, v in s["enforcement_actions"].items()) or "none")
     t.add_row("events received by the subscriber", str(s["events_received"]))
     t.add_row("wall time / orders per second", f"{s['wall_seconds']} s / {s['orders_per_second']}")

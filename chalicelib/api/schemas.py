@@ -72,6 +72,55 @@ class RoundView(Round):
     orders_by_status: dict[str, int]
 
 
+class RiskFigure(Out):
+    """One measure of the risk model with its 95% interval; ``estimate`` is null with a ``reason`` when the
+    exploration units cannot give it. ``ht``: the exactly unbiased Horvitz-Thompson version where the denominator is
+    known (Brier score, top-decile precision)."""
+
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    std_error: float | None
+    n: int = Field(ge=0, description="exploration units behind the figure")
+    fakes: int = Field(ge=0)
+    reason: str | None
+    ht: float | None
+    ht_std_error: float | None
+
+
+class ReliabilityBin(Out):
+    """Sellers whose predicted risk lies in (low, high]: mean predicted risk against the observed counterfeit rate."""
+
+    low: float
+    high: float
+    n: int = Field(ge=0)
+    fakes: int = Field(ge=0)
+    frame_units: float = Field(ge=0.0, description="estimated frame sellers (seller-rounds) in the bin")
+    mean_predicted: float | None
+    observed: float | None
+    ci_low: float | None
+    ci_high: float | None
+    reason: str | None
+
+
+class RiskModel(Out):
+    """The risk model measured on the exploration units (drawn through the uniform part of pi, with known
+    probability): design-weighted AUC, Brier score, precision of the frame's top risk decile and a reliability table.
+    See docs/decisions.md, "The risk model measured"."""
+
+    rounds: int = Field(ge=0, description="rounds that contribute (those recording exploration units)")
+    population: int = Field(ge=0, description="frame sellers summed over those rounds (seller-rounds)")
+    flagged: int = Field(ge=0, description="seller-rounds in their frame's top risk decile")
+    units: int = Field(ge=0, description="exploration units with a conclusive verdict")
+    fakes: int = Field(ge=0)
+    genuine: int = Field(ge=0)
+    auc: RiskFigure
+    brier: RiskFigure
+    top_decile_precision: RiskFigure
+    reliability: list[ReliabilityBin]
+    method: str
+
+
 class Metrics(Open):
     """Programme metrics (raw and design-weighted); see DESIGN.md section 5 for each figure."""
 
@@ -85,6 +134,7 @@ class Metrics(Open):
     cost_per_hit: int | None
     lift_over_uniform: float | None
     marketplace_refund_rate: dict[str, Any] | None
+    risk_model: RiskModel
 
 
 class QueueItem(Out):

@@ -260,6 +260,10 @@ class Round(Lenient):
     spend_limit: int | None = None
     completed_at: datetime | None = None
     summary: dict[str, Any] | None = None
+    top_decile_threshold: float | None = Field(
+        default=None, description="the frame's top-decile risk threshold (sellers at or above it are flagged)"
+    )
+    top_decile_flagged: int | None = Field(default=None, description="frame sellers at or above the threshold")
 
 
 # ---------------------------------------------------------------------------------------------------------- orders
@@ -380,6 +384,9 @@ class Order(Lenient):
     pi: float = Field(description="final inclusion probability: the design's pi times the round's thinning factor")
     design_pi: float | None = Field(default=None, description="the design's pi before thinning (None: same as pi)")
     risk: float | None = None
+    # drawn through the uniform part of pi (sampling.draw), with that part's probability: measures the risk model
+    exploration: bool = False
+    exploration_pi: float | None = None
     stratum: str
     seed: int
     amount: int

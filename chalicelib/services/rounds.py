@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.domain import estimation, nonresponse, risk, sampling
+from chalicelib.domain import estimation, model_quality, nonresponse, risk, sampling
 from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
 from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
 from chalicelib.domain.models import (
@@ -150,16 +150,17 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
         blend=program.blend,
         strata=strata if len(categories) > 1 else None,
     )
-    drawn = sampling.poisson_draw(design.pi, rnd.seed)
+    drawn = sampling.draw(design, rnd.seed)
     limit = rnd.spend_limit
     if limit is None:  # recorded first, so a retry thins to the same limit
         limit = max(0, min(rnd.budget, d.ledger.balance(inp.program_id).available))
         d.rounds.update_round(inp.program_id, inp.round_id, {"spend_limit": limit})
-    thinning = nonresponse.thin(cost[drawn], limit, rnd.seed)
-    chosen = drawn[thinning.keep]
-    # TODO(modelq merge): exploration flags come from sampling.draw(design, seed); keep them with
-    # ``draw.exploration[thinning.keep]`` and store ``exploration_pi = design.exploration_pi(chosen) * r``.
+    thinning = nonresponse.thin(cost[drawn.index], limit, rnd.seed)
     r = thinning.factor
+    chosen = drawn.index[thinning.keep]
+    explored = drawn.exploration[thinning.keep]
+    q = design.exploration_pi(chosen) * r  # the exploration units are thinned with the same r
+    top_threshold, top_flagged = model_quality.top_decile(risks)
     now = d.clock.now()
     orders = [
         Order(
@@ -171,6 +172,8 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             pi=float(design.pi[i] * r),
             design_pi=float(design.pi[i]),
             risk=float(risks[i]),
+            exploration=explore,
+            exploration_pi=qi,
             stratum=sellers[i].category,
             seed=rnd.seed,
             amount=int(cost[i]),
@@ -179,7 +182,7 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             created_at=now,
             updated_at=now,
         )
-        for i in chosen.tolist()
+        for i, explore, qi in zip(chosen.tolist(), explored.tolist(), q.tolist(), strict=True)
     ]
     d.orders.put_orders(orders)
     population_by_stratum = Counter(s.category for s in sellers)
@@ -196,6 +199,8 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             "population_by_stratum": dict(population_by_stratum),
             "expected_spend": round(design.expected_spend),
             "expected_size": design.expected_size,
+            "top_decile_threshold": top_threshold,
+            "top_decile_flagged": top_flagged,
         },
     )
     handed = [orders[k] for k in nonresponse.placing_order(len(orders), rnd.seed).tolist()]
@@ -351,6 +356,7 @@ def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
     orders = d.orders.list_round_orders(inp.round_id)
     summary = summarize(orders, rnd.population, rnd.population_by_stratum)
+    summary["risk_model"] = model_quality.section([(rnd, orders)])
     now = d.clock.now()
     d.rounds.update_round(
         inp.program_id,
@@ -375,6 +381,13 @@ def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
         d.metrics.add("EstimatedPrevalence", est["prevalence"], "None", dims)
         d.metrics.add("EstimatedPrevalenceLow", est["ci_low"], "None", dims)
         d.metrics.add("EstimatedPrevalenceHigh", est["ci_high"], "None", dims)
+    for name, key in (
+        ("RiskModelAUC", "auc"),
+        ("RiskModelBrier", "brier"),
+        ("RiskModelTopDecilePrecision", "top_decile_precision"),
+    ):
+        if summary["risk_model"][key]["estimate"] is not None:
+            d.metrics.add(name, summary["risk_model"][key]["estimate"], "None", dims)
     d.metrics.flush()
     event = RoundCompleted(
         round_id=inp.round_id,
@@ -439,10 +452,12 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     weighted for thinning and nonresponse as in :func:`summarize`)."""
     rounds = d.rounds.list_rounds(program.program_id)
     all_orders: list[Order] = []
+    per_round: list[tuple[Round, list[Order]]] = []
     estimates = []
     for rnd in rounds:
         orders = d.orders.list_round_orders(rnd.round_id)
         all_orders.extend(orders)
+        per_round.append((rnd, orders))
         conclusive = [o for o in orders if o.verdict is not None and o.verdict.conclusive]
         if conclusive and rnd.population:
             y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
@@ -458,6 +473,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     else:
         summary["lift_over_uniform"] = None
     summary["currency"] = program.currency
+    summary["risk_model"] = model_quality.section(per_round)
     summary["marketplace_refund_rate"] = marketplace_refund_rate(d, program.program_id)
     summary["precision"] = (
         {f"buys_needed_for_pm_{hw * 100:g}pt": estimation.buys_needed(combined, hw) for hw in (0.01, 0.005)}

@@ -157,6 +157,12 @@ def test_metrics_report_an_estimate_inside_its_interval(outcome: Outcome) -> Non
     assert est["n"] == metrics["conclusive"] >= 1
     assert metrics["rounds"] == 1 and metrics["sampled"] == outcome.view["sampled"]
     assert metrics["counterfeit_hits"] == outcome.view["summary"]["counterfeit_hits"]
+    # the risk model measured on the round's exploration units (the answer's shape is checked by its declaration)
+    model = metrics["risk_model"]
+    assert model["rounds"] == 1 and model["population"] == outcome.view["population"]
+    assert model["units"] <= metrics["conclusive"] and model["units"] == model["fakes"] + model["genuine"]
+    assert model["brier"]["n"] == model["units"]
+    assert (model["brier"]["estimate"] is None) == (model["units"] == 0)
 
 
 def test_events_reach_the_enforcement_subscriber(outcome: Outcome) -> None:

@@ -69,8 +69,11 @@ def test_census_records_pi_seed_stratum_and_cap_limits_the_frame(deps: Any) -> N
     assert out["count"] == len(orders) == 10
     assert {o.seller_id for o in orders} == {f"s{i:03d}" for i in range(10)}
     assert all(o.pi == 1.0 and o.seed == 7 and o.stratum == o.category and o.amount <= 10_500 for o in orders)
+    # exploration share 1 and a census: every unit is drawn through the uniform part, with probability 1
+    assert all(o.exploration is True and o.exploration_pi == 1.0 for o in orders)
     rnd = deps.rounds.get_round(pid, rid)
     assert rnd.population == 10 and rnd.sampled == 10 and sum(rnd.population_by_stratum.values()) == 10
+    assert rnd.top_decile_threshold == 0.1 and rnd.top_decile_flagged == 10  # all risks tie at 0.1: all flagged
 
 
 def test_next_round_learns_from_verdicts(deps: Any) -> None:

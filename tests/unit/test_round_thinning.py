@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chalicelib.domain import nonresponse
+from chalicelib.domain import nonresponse, sampling
 from chalicelib.domain.models import (
     OrderStatus,
     ProgramCreate,
@@ -234,3 +234,31 @@ def test_the_default_budget_of_a_census_is_not_a_unit_short() -> None:
     rounds.sample_sellers(w.deps, rounds.RoundTaskInput(program_id=pid, round_id=rnd.round_id, correlation_id="c"))
     after = w.rounds.get_round(pid, rnd.round_id)
     assert after.sampled == after.drawn == 11 and after.thinned_out == 0
+
+
+def test_exploration_probabilities_are_thinned_with_the_same_factor() -> None:
+    budget = 100 * RESERVATION
+    w, pid = _world(funds=budget)
+    rid, _ = _sample(w, pid, seed=11, budget=budget, take=budget // 2)
+    rnd = w.rounds.get_round(pid, rid)
+    r = rnd.thinning_factor
+    # the design and draw sample_sellers made (no earlier rounds: the learned risk is the imported risk)
+    program = w.programs.get_program(pid)
+    sellers = rounds.frame(program, w.deps.programs.list_sellers(pid))
+    cats = sorted({s.category for s in sellers})
+    design = sampling.design(
+        np.array([s.risk for s in sellers]),
+        np.array([rounds.reservation_amount(s.expected_cost) for s in sellers]),
+        rnd.budget,
+        eps=program.exploration_share,
+        blend=program.blend,
+        strata=np.array([cats.index(s.category) for s in sellers]),
+    )
+    drawn = sampling.draw(design, rnd.seed)
+    q = dict(zip((sellers[i].seller_id for i in drawn.index), design.exploration_pi(drawn.index), strict=True))
+    flag = dict(zip((sellers[i].seller_id for i in drawn.index), drawn.exploration, strict=True))
+    kept = w.orders.list_round_orders(rid)
+    assert 0 < r < 1 and any(o.exploration for o in kept) and not all(o.exploration for o in kept)
+    for o in kept:
+        assert o.exploration == flag[o.seller_id]
+        assert o.exploration_pi == pytest.approx(q[o.seller_id] * r) and o.exploration_pi <= o.pi
