@@ -231,7 +231,11 @@ class RoundStatus(StrEnum):
 
 class RoundStart(Strict):
     seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
-    budget: Amount | None = Field(default=None, description="round budget; default round_size x mean cost")
+    budget: Amount | None = Field(
+        default=None,
+        description="round budget: the round's reservations stay within it and the available balance (a larger "
+        "draw is thinned at random); default round_size x mean cost",
+    )
 
 
 class Round(Lenient):
@@ -246,6 +250,14 @@ class Round(Lenient):
     population_by_stratum: dict[str, int] = Field(default_factory=dict)
     sampled: int = 0
     settled: int = 0
+    # Thinning (chalicelib.domain.nonresponse.thin): ``drawn`` units came out of the Poisson draw, ``thinned_out`` of
+    # them were dropped at random before placing (never stored as orders), each drawn unit kept with probability
+    # ``thinning_factor``; ``spend_limit`` = min(budget, available balance at sampling), recorded before the orders
+    # so a retried sampling task thins the same way. ``sampled`` counts the kept units (the orders).
+    drawn: int = 0
+    thinned_out: int = 0
+    thinning_factor: float = 1.0
+    spend_limit: int | None = None
     completed_at: datetime | None = None
     summary: dict[str, Any] | None = None
     top_decile_threshold: float | None = Field(
@@ -369,7 +381,8 @@ class Order(Lenient):
     round_id: str
     seller_id: str
     category: str
-    pi: float
+    pi: float = Field(description="final inclusion probability: the design's pi times the round's thinning factor")
+    design_pi: float | None = Field(default=None, description="the design's pi before thinning (None: same as pi)")
     risk: float | None = None
     # drawn through the uniform part of pi (sampling.draw), with that part's probability: measures the risk model
     exploration: bool = False

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.domain import estimation, model_quality, risk, sampling
+from chalicelib.domain import estimation, model_quality, nonresponse, risk, sampling
 from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
 from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
 from chalicelib.domain.models import (
@@ -75,8 +75,10 @@ def start_round(d: Deps, program_id: str, req: RoundStart) -> Round:
         )
     available = d.ledger.balance(program_id).available
     cap = program.per_order_cap
-    mean_cost = sum(reservation_amount(s.expected_cost, cap) for s in sellers) / len(sellers)
-    budget = req.budget if req.budget is not None else int(program.round_size * mean_cost)
+    total_cost = sum(reservation_amount(s.expected_cost, cap) for s in sellers)
+    # integer arithmetic: round_size x mean cost, never a unit short of a census through float rounding (the
+    # sample is thinned to the budget, so a budget one unit below the frame's cost would drop a seller)
+    budget = req.budget if req.budget is not None else program.round_size * total_cost // len(sellers)
     cheapest = min(reservation_amount(s.expected_cost, cap) for s in sellers)
     if budget < cheapest:
         raise InvalidInput(
@@ -120,7 +122,17 @@ def load_program(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
 
 
 def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") -> dict[str, Any]:
-    """Design and draw the round's Poisson sample; store every unit with its pi, stratum, seed and round."""
+    """Design and draw the round's Poisson sample, thin it to what the round can spend, store every kept unit
+    with its final pi, stratum, seed and round.
+
+    The design spends the round budget only in expectation. When the drawn units' reservations exceed the spend
+    limit -- min(round budget, available balance now) -- a seeded simple random subsample is kept
+    (``chalicelib.domain.nonresponse.thin``): each drawn unit is kept with the recorded ``thinning_factor`` r, and
+    its stored ``pi`` is ``design_pi * r``, exact given the draw. Thinned-out units are not stored as orders (the
+    round's ``sampled`` counts only kept units, so ``settled >= sampled`` still means done). What is *not* exact:
+    with unequal costs the kept total can still exceed the limit (rarely, z = 3), and concurrent rounds can take
+    money before these orders reserve; those budget skips are nonresponse, weighted by class in :func:`summarize`.
+    """
     program = d.programs.get_program(inp.program_id)
     rnd = d.rounds.get_round(inp.program_id, inp.round_id)
     sellers = frame(program, d.programs.list_sellers(inp.program_id))
@@ -139,7 +151,15 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
         strata=strata if len(categories) > 1 else None,
     )
     drawn = sampling.draw(design, rnd.seed)
-    q = design.exploration_pi(drawn.index)
+    limit = rnd.spend_limit
+    if limit is None:  # recorded first, so a retry thins to the same limit
+        limit = max(0, min(rnd.budget, d.ledger.balance(inp.program_id).available))
+        d.rounds.update_round(inp.program_id, inp.round_id, {"spend_limit": limit})
+    thinning = nonresponse.thin(cost[drawn.index], limit, rnd.seed)
+    r = thinning.factor
+    chosen = drawn.index[thinning.keep]
+    explored = drawn.exploration[thinning.keep]
+    q = design.exploration_pi(chosen) * r  # the exploration units are thinned with the same r
     top_threshold, top_flagged = model_quality.top_decile(risks)
     now = d.clock.now()
     orders = [
@@ -149,7 +169,8 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             round_id=inp.round_id,
             seller_id=sellers[i].seller_id,
             category=sellers[i].category,
-            pi=float(design.pi[i]),
+            pi=float(design.pi[i] * r),
+            design_pi=float(design.pi[i]),
             risk=float(risks[i]),
             exploration=explore,
             exploration_pi=qi,
@@ -161,7 +182,7 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             created_at=now,
             updated_at=now,
         )
-        for i, explore, qi in zip(drawn.index.tolist(), drawn.exploration.tolist(), q.tolist(), strict=True)
+        for i, explore, qi in zip(chosen.tolist(), explored.tolist(), q.tolist(), strict=True)
     ]
     d.orders.put_orders(orders)
     population_by_stratum = Counter(s.category for s in sellers)
@@ -172,6 +193,9 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             "status": RoundStatus.SAMPLED.value,
             "population": len(sellers),
             "sampled": len(orders),
+            "drawn": thinning.drawn,
+            "thinned_out": thinning.thinned_out,
+            "thinning_factor": r,
             "population_by_stratum": dict(population_by_stratum),
             "expected_spend": round(design.expected_spend),
             "expected_size": design.expected_size,
@@ -179,8 +203,9 @@ def sample_sellers(d: Deps, inp: RoundTaskInput, bucket_prefix: str = "rounds") 
             "top_decile_flagged": top_flagged,
         },
     )
+    handed = [orders[k] for k in nonresponse.placing_order(len(orders), rnd.seed).tolist()]
     bucket, key = d.evidence.put_json(
-        f"{bucket_prefix}/{inp.round_id}/orders.json", [{"order_id": o.order_id} for o in orders]
+        f"{bucket_prefix}/{inp.round_id}/orders.json", [{"order_id": o.order_id} for o in handed]
     )
     return {"bucket": bucket, "key": key, "count": len(orders)}
 
@@ -238,7 +263,14 @@ def await_orders(d: Deps, inp: RoundTaskInput, token: str) -> dict[str, Any]:
 def summarize(
     orders: list[Order], population: int, population_by_stratum: dict[str, int] | None = None
 ) -> dict[str, Any]:
-    """Round figures: raw hit rate among conclusive verdicts and the design-weighted prevalence estimate."""
+    """Round figures: raw hit rate among conclusive verdicts and the design-weighted prevalence estimate.
+
+    The estimate is Hajek over the conclusive verdicts with each one's recorded pi (already multiplied by the
+    round's thinning factor, exact given the draw) divided by its weighting class's response rate
+    (:func:`respondent_pi`). Exact: the design and the thinning probabilities. Assumed: refusals, losses, budget
+    skips, inconclusive verdicts and open orders are missing at random within round x stratum x risk band
+    (``chalicelib.domain.nonresponse`` says where that fails); ``nonresponse`` in the summary shows the classes.
+    """
     placed = [o for o in orders if o.marketplace_order_id is not None]
     delivered = [o for o in orders if o.delivered_at is not None]
     with_verdict = [o for o in orders if o.verdict is not None]
@@ -265,11 +297,13 @@ def summarize(
         "service_quality": sum(sq) / len(sq) if sq else None,
         "stuck": sum(1 for o in orders if o.status not in TERMINAL_STATUSES),
         "failures_by_reason": dict(sorted(Counter(o.failure for o in orders if o.failure).items())),
+        "nonresponse": None,
         "estimate": None,
     }
     if conclusive:
         y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
-        pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
+        pi, adjustment = respondent_pi(orders)
+        summary["nonresponse"] = adjustment
         est = estimation.estimate(y, pi, population)
         summary["estimate"] = estimate_dict(est)
         if population_by_stratum and len(population_by_stratum) > 1:
@@ -281,6 +315,25 @@ def summarize(
             )
             summary["by_stratum"] = {names[k]: estimate_dict(v) for k, v in per.items()}
     return summary
+
+
+def respondent_pi(orders: list[Order]) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+    """The conclusive orders' pi adjusted for nonresponse (in their order in ``orders``) and a summary of the
+    adjustment.
+
+    Eligible units are all the orders given (the kept sample of one round, or several rounds: classes never span
+    rounds); respondents those with a conclusive verdict. Classes are round x stratum x risk band
+    (``chalicelib.domain.nonresponse``): each respondent's pi is its recorded (thinned) pi times its class's
+    weighted response rate. Assumed: missing at random within class; see that module for where it fails.
+    """
+    respondent = np.fromiter((o.verdict is not None and o.verdict.conclusive for o in orders), dtype=bool)
+    pi = np.fromiter((o.pi for o in orders), dtype=np.float64, count=len(orders))
+    groups = {key: k for k, key in enumerate(sorted({(o.round_id, o.stratum) for o in orders}))}
+    strata = np.fromiter((groups[(o.round_id, o.stratum)] for o in orders), dtype=np.int64, count=len(orders))
+    by_pi = any(o.risk is None for o in orders)  # orders recorded before risk was stored: band by pi instead
+    band_by = np.fromiter((o.pi if by_pi else o.risk for o in orders), dtype=np.float64, count=len(orders))
+    adj = nonresponse.nonresponse_adjust(pi, respondent, strata, band_by)
+    return adj.pi[respondent], adj.summary()
 
 
 def estimate_dict(est: estimation.Estimate) -> dict[str, Any]:
@@ -395,7 +448,8 @@ def round_view(d: Deps, program_id: str, round_id: str) -> dict[str, Any]:
 
 
 def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
-    """Programme-level metrics: per-round figures combined, raw and design-weighted."""
+    """Programme-level metrics: per-round figures combined, raw and design-weighted (each round's respondents
+    weighted for thinning and nonresponse as in :func:`summarize`)."""
     rounds = d.rounds.list_rounds(program.program_id)
     all_orders: list[Order] = []
     per_round: list[tuple[Round, list[Order]]] = []
@@ -407,7 +461,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
         conclusive = [o for o in orders if o.verdict is not None and o.verdict.conclusive]
         if conclusive and rnd.population:
             y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
-            pi = np.fromiter((o.pi for o in conclusive), dtype=np.float64)
+            pi, _ = respondent_pi(orders)
             estimates.append(estimation.estimate(y, pi, rnd.population))
     summary = summarize(all_orders, max((r.population for r in rounds), default=0))
     combined = estimation.combine_rounds(estimates) if estimates else None

@@ -36,6 +36,7 @@ def _program(deps: Any, cap: int | None) -> str:
         per_order_cap=cap,
     )
     pid = programs.create_program(deps, req).program_id
+    deps.ledger.fund(pid, "f1", 10**9, "CNY")  # the money the round may spend (sampling thins to it)
     sellers = [
         SellerIn(seller_id=f"s{i:03d}", category="bags" if i % 2 else "toys", expected_cost=1_000 * (i + 1), risk=0.1)
         for i in range(20)
