@@ -226,6 +226,8 @@ def family(b, k0, anchor, df_kind, small_hits=10):
         infl = (tq(b["kx"] - 1) / Z) ** 2
     elif df_kind == "hits":
         infl = (tq(x - 1) / Z) ** 2
+    elif df_kind == "hits5":
+        infl = (tq(np.maximum(x - 1, 5.0)) / Z) ** 2
     infl = np.where(x == 0, 1.0, infl)
     cf = cf * infl
     cn = cn * infl
@@ -260,6 +262,7 @@ def new_candidates(b):
     out["S+anchor0"] = family(b, 0.5, True, None)
     out["S+anchor0+t(kish hits)"] = family(b, 0.5, True, "kish")
     out["S+anchor0+t(hits)"] = family(b, 0.5, True, "hits")
+    out["S+anchor0+t(max(hits-1,5)) (chosen)"] = family(b, 0.5, True, "hits5")
     return out
 
 
@@ -300,6 +303,7 @@ def combined_candidates(s1: np.ndarray, s2: np.ndarray) -> dict[str, tuple[np.nd
             ("S+anchor0", 0.5, True, None),
             ("S+anchor0+t(kish hits)", 0.5, True, "kish"),
             ("S+anchor0+t(hits)", 0.5, True, "hits"),
+            ("S+anchor0+t(max(hits-1,5)) (chosen)", 0.5, True, "hits5"),
         ]:
             cfs, cns = [], []
             for bb in (b1, b2):
@@ -324,6 +328,8 @@ def combined_candidates(s1: np.ndarray, s2: np.ndarray) -> dict[str, tuple[np.nd
                 infl = (tq(kx - 1) / Z) ** 2
             elif dfk == "hits":
                 infl = (tq(x - 1) / Z) ** 2
+            elif dfk == "hits5":
+                infl = (tq(np.maximum(x - 1, 5.0)) / Z) ** 2
             infl = np.where(x == 0, 1.0, infl)
             cf = cf * infl
             cn = cn * infl

@@ -34,8 +34,9 @@ has a low estimate *and* a low plug-in variance, and the score interval does not
   pointed the wrong way). A zero-hit round thus gets a finite upper bound that stays honest when the model
   misleads; it is wider than the uniform-design rule of three by the design's weight dispersion.
 * **Few hits, few degrees of freedom**: the fakes' term rests on ``hits`` units, so ``z`` is replaced by
-  Student's ``t`` with ``hits - 1`` degrees of freedom (at least 1): ``c_F`` and ``c_N`` are multiplied by
-  ``(t / z)^2`` (Korn & Graubard's degrees-of-freedom adjustment, with the hits as the primary units).
+  Student's ``t`` with ``max(hits - 1, DF_FLOOR = 5)`` degrees of freedom: ``c_F`` and ``c_N`` are multiplied
+  by ``(t / z)^2`` (Korn & Graubard's degrees-of-freedom adjustment, with the hits as the primary units; the
+  floor because below 6 hits the Clopper-Pearson step already carries the small-count uncertainty).
 * With ``hits >= SMALL_HITS`` the interval is the score interval ``{p0 : |p - p0| <= z sqrt(V(p0))}`` (both
   ends by bisection; ``method = "score-design"``). With fewer hits the normal approximation is poor, and it is
   the Clopper-Pearson interval on the design effective size ``n* = 1 / ((1 - p) c_F + p c_N)`` with
@@ -88,6 +89,10 @@ SMALL_COUNT = 5.0
 
 SMALL_HITS = 10
 """Below this many hits the interval is Clopper-Pearson on the design effective size, else the score interval."""
+
+DF_FLOOR = 5.0
+"""Least degrees of freedom of the t factor: below 6 hits Clopper-Pearson on the effective counts already carries
+the small-count uncertainty, and t with 1-4 df on top made 1-hit intervals 10-50x wider for no coverage gain."""
 
 PSEUDO_UNITS = 0.5
 """Shrinkage of the fakes' and non-fakes' variance terms towards the frame mean, in average units."""
@@ -318,7 +323,7 @@ def design_interval(
     if c_fake <= 0.0 and c_clean <= 0.0:
         return p, p, METHOD_CENSUS, math.inf
     if hits > 0:
-        factor = (t_quantile(confidence, max(hits - 1.0, 1.0)) / _z(confidence)) ** 2
+        factor = (t_quantile(confidence, max(hits - 1.0, DF_FLOOR)) / _z(confidence)) ** 2
         c_fake *= factor
         c_clean *= factor
     n_star = 1.0 / ((1.0 - p) * c_fake + p * c_clean)

@@ -68,6 +68,13 @@ def test_beta_quantile_inverts_betainc(q: float, a: float, b: float) -> None:
         assert abs(betainc(a, b, x) - q) < 1e-9
 
 
+def test_t_quantile_known_values() -> None:
+    # published two-sided 95% points of Student's t
+    for df, t in [(1, 12.706205), (5, 2.570582), (10, 2.228139), (29, 2.045230)]:
+        assert abs(t_quantile(0.95, df) - t) < 1e-6
+    assert t_quantile(0.95, 1e9) == pytest.approx(Z95, abs=1e-12)
+
+
 def test_clopper_pearson_known_values() -> None:
     low, high = clopper_pearson_interval(0, 10)
     assert low == 0.0
@@ -135,7 +142,7 @@ def test_unequal_weights_by_hand() -> None:
     c_fake = (a1 + m * a_frame) / (3 + m) / 22
     c_clean = (a0 + m * a_frame) / (19 + m) / 22
     assert math.isclose(e.c_fake, c_fake, rel_tol=1e-12) and math.isclose(e.c_clean, c_clean, rel_tol=1e-12)
-    factor = (t_quantile(0.95, 1) / Z95) ** 2
+    factor = (t_quantile(0.95, 5) / Z95) ** 2  # 3 hits: df = max(3 - 1, 5)
     n_star = 1 / ((1 - 3 / 22) * c_fake + 3 / 22 * c_clean) / factor
     assert math.isclose(e.n_eff_ci, n_star, rel_tol=1e-12)
     low, high = clopper_pearson_interval(e.prevalence * n_star, n_star)
