@@ -281,40 +281,41 @@ def t_quantile(confidence: float, df: float) -> float:
 
 
 def score_interval(p: float, c_fake: float, c_clean: float, confidence: float = 0.95) -> tuple[float, float]:
-    """``{p0 in [0, 1] : (p - p0)^2 <= z^2 p0 (1-p0) [(1-p0) c_fake + p0 c_clean]}``, each end by bisection.
+    """Smallest interval holding ``{p0 in [0, 1] : (p - p0)^2 <= z^2 p0 (1-p0) [(1-p0) c_fake + p0 c_clean]}``.
 
-    The set contains ``p``; each end is the root between ``p`` and 0 (resp. 1) of the cubic
-    ``(p - p0)^2 - z^2 V(p0)`` found by bisection to 1e-15.
+    The set contains ``p``. ``(p - p0)^2 - z^2 V(p0)`` is a cubic, so with extreme terms (a handful of units) the set
+    can be two pieces: a grid of 1,025 points on each side finds the outermost point inside, and bisection (to
+    1e-15) the boundary beyond it.
     """
     z2 = _z(confidence) ** 2
 
-    def outside(p0: float) -> bool:
+    def outside(p0: Any) -> Any:
         return (p - p0) ** 2 > z2 * p0 * (1.0 - p0) * ((1.0 - p0) * c_fake + p0 * c_clean)
+
+    def boundary(inside_at: float, outside_at: float) -> float:
+        a, b = inside_at, outside_at
+        for _ in range(200):
+            mid = 0.5 * (a + b)
+            if outside(mid):
+                b = mid
+            else:
+                a = mid
+            if abs(b - a) <= 1e-15 * max(abs(b), 1e-300):
+                break
+        return b
 
     low = 0.0
     if p > 0.0:
-        a, b = 0.0, p  # outside(a) or a == 0, inside at b
-        for _ in range(200):
-            mid = 0.5 * (a + b)
-            if outside(mid):
-                a = mid
-            else:
-                b = mid
-            if b - a <= 1e-15 * max(b, 1e-300):
-                break
-        low = a
+        grid = np.linspace(0.0, p, 1025)
+        inside = np.flatnonzero(~outside(grid))  # never empty: p itself is inside
+        first = int(inside[0])
+        low = 0.0 if first == 0 else boundary(float(grid[first]), float(grid[first - 1]))
     high = 1.0
     if p < 1.0:
-        a, b = p, 1.0
-        for _ in range(200):
-            mid = 0.5 * (a + b)
-            if outside(mid):
-                b = mid
-            else:
-                a = mid
-            if b - a <= 1e-15:
-                break
-        high = b
+        grid = np.linspace(p, 1.0, 1025)
+        inside = np.flatnonzero(~outside(grid))
+        last = int(inside[-1])
+        high = 1.0 if last == grid.shape[0] - 1 else boundary(float(grid[last]), float(grid[last + 1]))
     return low, high
 
 

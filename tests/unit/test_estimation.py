@@ -401,3 +401,15 @@ def test_score_interval_with_equal_terms_is_wilson() -> None:
         low, high = score_interval(p, 1 / n, 1 / n)
         w_low, w_high = wilson_interval(p, n)
         assert low == pytest.approx(w_low, abs=1e-12) and high == pytest.approx(w_high, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(1e-6, 5.0), st.floats(1e-6, 5.0))
+def test_score_interval_encloses_every_accepted_value(p: float, c_fake: float, c_clean: float) -> None:
+    # whatever the terms (even those of a 1-2 unit sample, where the accepted set can split in two), every p0
+    # the score test accepts lies inside the reported interval, and the ends themselves are (numerically) accepted
+    low, high = score_interval(p, c_fake, c_clean)
+    grid = np.linspace(0.0, 1.0, 20_001)
+    accepted = (p - grid) ** 2 <= Z95**2 * grid * (1 - grid) * ((1 - grid) * c_fake + grid * c_clean)
+    assert low <= p <= high
+    assert np.all((grid[accepted] >= low - 1e-12) & (grid[accepted] <= high + 1e-12))
