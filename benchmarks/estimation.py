@@ -23,7 +23,7 @@ uniform sampling's, ``(sum(pi y) / B) / (Y / C)``, exact, at 0.5% prevalence wit
 ``rounds`` per cell. Done when every coverage >= 0.94, <= 0.965 where >= 20 hits are expected, lift >= 3,
 census_width == 0. Why 4,000 rounds (the issue asks for at least 2,000): the Monte Carlo standard error of a
 coverage near 0.95 is ``sqrt(.95 * .05 / R)``, 0.0049 at 2,000 rounds, about the margin between the true
-coverage and the 0.94 / 0.965 goals in some cells; 4,000 rounds bring it to 0.0034. About 2-4 minutes on one
+coverage and the 0.94 / 0.965 goals in some cells; 4,000 rounds bring it to 0.0034. About 1-2 minutes on one
 core.
 """
 
