@@ -144,3 +144,15 @@ def test_hit_lift_is_unbiased() -> None:
     se_p = float(plugin.std(ddof=1)) / math.sqrt(ROUNDS)
     assert abs(float(corrected.mean()) - truth) <= 3 * se_c, (corrected.mean(), truth, se_c)
     assert float(plugin.mean()) - truth > 3 * se_p, (plugin.mean(), truth, se_p)
+
+
+def test_a_census_round_is_exact() -> None:
+    """A budget that buys the whole frame gives every seller pi = 1: the estimate is the truth, with zero width."""
+    frame = make_frame(2_000, 0.05, "informative", seed=3)
+    dsg = design(frame.risk, frame.cost, int(frame.cost.sum()))
+    assert np.all(np.asarray(dsg.pi) == 1.0)
+    idx = draws(np.asarray(dsg.pi), 1, seed=1)[0]
+    assert idx.shape[0] == 2_000
+    est = estimate(frame.y[idx], np.asarray(dsg.pi)[idx], 2_000)
+    assert est.prevalence == est.ci_low == est.ci_high == float(frame.y.mean())
+    assert est.variance == 0.0 and est.method == "census"
