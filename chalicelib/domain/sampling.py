@@ -25,7 +25,11 @@ With budget ``B`` and total frame cost ``C = sum(c)``::
 
 Each component spends exactly ``B`` in expectation and is at most 1, so their convex combination does too:
 ``sum(c * pi) = B`` and ``0 < pi <= 1``. The guaranteed floor is ``pi_i >= eps * B / C`` (the ``eps`` share of
-the uniform design): every eligible seller can be chosen. If ``B >= C`` every ``pi_i = 1`` (a census).
+the uniform design): every eligible seller can be chosen. If ``B >= C`` every ``pi_i = 1`` (a census:
+``Design.census`` is true and ``expected_spend`` is ``C``, less than the budget).
+
+Costs are integer arrays (floats are refused, even whole-number ones); the budget is a positive integer; Python
+and numpy scalars are accepted alike for every scalar input.
 
 Strata
 ------
@@ -35,6 +39,24 @@ With ``strata`` (integer codes, e.g. categories) the budget is first split with 
 ``B_h <= C_h`` (a stratum can at most be censused) and to ``B_h >= Q_h``, the smallest budget whose
 within-stratum design has expected size ``quotas[h]``. The within-stratum design is the one above with budget
 ``B_h``, so the floor becomes ``pi_i >= eps * B_h / C_h`` there.
+
+The draw
+--------
+Unit ``i`` gets one uniform ``U_i = (k_i + V_i) / 2**16`` and is selected iff ``U_i < pi_i``: ``k_i`` is a
+16-bit integer from the seed's stream (one stream, four units per 64-bit word) and ``V_i`` a 53-bit uniform
+that is only generated in the rare case ``k_i == floor(pi_i * 2**16)`` where the first 16 bits cannot decide
+(probability at most ``2**-16`` per unit), from a counter-based generator keyed by the seed and ``i``. So the
+selection probability is ``pi_i`` to within ``2**-69`` for every ``pi_i``, however small (a first stage alone
+would round it up to a multiple of ``2**-16``), and the exploration flag of :func:`draw` (``U_i < q_i``) uses
+the same ``U_i``.
+
+Speed and memory
+----------------
+:func:`design` makes two chunked passes over the frame (:func:`_scan`: validation, the sums and the weights
+``sqrt(p / c)`` written into the output; :func:`_fill`: the probabilities and their size, in place), so its only
+full-size allocation is ``pi`` itself; capped units cost one extra sweep per Newton pass. The target for 10
+million sellers (``benchmarks/sampling.py``): design + draw at least 3 times faster than numpy's weighted
+``Generator.choice`` without replacement, with a peak of at most twice the inputs (measured: about 1.6 times).
 """
 
 from __future__ import annotations
@@ -56,9 +78,8 @@ IntArray = npt.NDArray[np.int64]
 # operation on it hits the cache (a 4 MiB working set: L2/L3); large enough that the per-chunk Python overhead
 # (about 15 numpy calls) is negligible. Measured: 2**15 to 2**18 are within 10% of each other.
 _CHUNK = 1 << 17
-# Units per chunk of the draw. Must be a multiple of 4: numpy draws 8- and 16-bit integers from buffered 32-bit
-# words and drops the unused part of a word at the end of each call, so chunks of whole words keep the stream of
-# stage-1 integers the same whatever the chunk size.
+# Units per chunk of the draw. Must be a multiple of 8: the first-stage integers are the 16-bit (8-bit) pieces of
+# the generator's raw 64-bit words, so chunks of whole words keep the stream the same whatever the chunk size.
 _DRAW_CHUNK = 1 << 17
 _MAX_CAP_PASSES = 64
 # The draw's first stage resolves each unit's uniform to 2**-_STAGE_BITS (8 or 16; tests use 8 to exercise the
@@ -577,12 +598,13 @@ def _select(pi: npt.NDArray[Any], seed: int) -> tuple[IntArray, npt.NDArray[np.i
     """The selected units and their first-stage integers ``k_i`` (see :func:`poisson_draw`)."""
     n = pi.shape[0]
     bits = _STAGE_BITS
-    kind = np.uint16 if bits == 16 else np.uint8
+    kind = "<u2" if bits == 16 else "<u1"
+    per_word = 64 // bits
     scale = float(1 << bits)
     chunk = min(n, _DRAW_CHUNK)
-    if _DRAW_CHUNK % 4:  # pragma: no cover - a constant
-        raise AssertionError("the draw's chunk must be a multiple of 4")
-    rng = np.random.default_rng(seed)
+    if _DRAW_CHUNK % 8:  # pragma: no cover - a constant
+        raise AssertionError("the draw's chunk must be a multiple of 8")
+    bitgen = np.random.default_rng(seed).bit_generator
     scaled = np.empty(chunk, dtype=np.float64)
     hit = np.empty(chunk, dtype=bool)
     index_parts: list[IntArray] = []
@@ -594,7 +616,9 @@ def _select(pi: npt.NDArray[Any], seed: int) -> tuple[IntArray, npt.NDArray[np.i
         lo, hi = float(pc.min()), float(pc.max())
         if not (lo > 0.0 and hi <= 1.0):  # NaN fails both comparisons
             raise SamplingError("pi", "pi (inclusion probabilities) must be finite and in (0, 1]")
-        k = rng.integers(0, 1 << bits, m, dtype=kind)
+        # the raw 64-bit words cut into little-endian pieces: the stream Generator.integers(0, 2**bits) makes
+        words = bitgen.random_raw(-(-m // per_word))
+        k = words.astype("<u8", copy=False).view(kind)[:m]
         s = np.multiply(pc, scale, out=scaled[:m])  # exact: a power of two
         cand = np.flatnonzero(np.less(k, s, out=hit[:m]))  # k < pi * 2^b, i.e. U_i could be below pi_i
         k_c = k[cand]
@@ -629,8 +653,9 @@ def poisson_draw(pi: npt.ArrayLike, seed: int) -> IntArray:
 
     Unit ``i`` has the uniform ``U_i = (k_i + V_i) / 2**16`` and is selected iff ``U_i < pi_i``, where
 
-    * ``k_i`` is the ``i``-th of ``numpy.random.default_rng(seed).integers(0, 2**16, n, dtype=np.uint16)``
-      (drawn chunk by chunk, the same stream; 16 bits per unit is what makes the draw fast);
+    * ``k_i`` is the ``i``-th of ``numpy.random.default_rng(seed).integers(0, 2**16, n, dtype=np.uint16)``,
+      i.e. the ``i``-th little-endian 16-bit piece of the generator's raw 64-bit words (PCG64; read chunk by
+      chunk, the same stream; 16 bits per unit, four units per word, is what makes the draw fast);
     * ``V_i`` in [0, 1) (53 bits) is needed only when ``k_i == floor(pi_i * 2**16)``, the one case the first
       stage cannot decide (probability at most ``2**-16`` per unit); it comes from a counter-based generator
       keyed by the seed and ``i`` (see :func:`_refine_uniforms`).
