@@ -530,8 +530,10 @@ def _stratified_design(
         for key, q in quotas.items():
             if not _is_integer(q) or q < 0:
                 raise SamplingError("quotas", f"quotas: the quota for stratum {key} must be a non-negative integer")
-            if not _is_integer(key) or int(key) not in code_list:
-                raise SamplingError("quotas", f"quotas: stratum {key!r} has no units in the frame")
+            if not _is_integer(key):
+                raise SamplingError("quotas", f"quotas: keys must be integer stratum codes, got {key!r}")
+            if int(key) not in code_list:
+                raise SamplingError("quotas", f"quotas: stratum {key} has no units in the frame")
             h = code_list.index(int(key))
             if q > sizes[h]:
                 raise SamplingError("quotas", f"quotas: quota {q} exceeds the {int(sizes[h])} units of stratum {key}")

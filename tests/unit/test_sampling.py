@@ -292,6 +292,8 @@ def test_quotas_raise_small_strata() -> None:
         ({7: 101}, "more than the stratum"),
         ({7: 100, 0: 2_900}, "costs more than the budget"),
         ({9: 1}, "unknown stratum"),
+        ({"7": 1}, "a key that is not an integer code"),
+        ({7: 2.5}, "a fractional quota"),
         ({7: -1}, "negative"),
     ],
 )
