@@ -623,3 +623,39 @@ def test_draw_marks_exploration_units_with_their_known_probability() -> None:
         mean = float(np.mean(counts))
         se = math.sqrt(expected / 40)
         assert abs(mean - expected) < 4 * se, (mean, expected)
+
+
+def test_benchmark_prints_one_json_line_with_the_ratio() -> None:
+    """``benchmarks/sampling.py`` keeps its one-line JSON contract (a tiny frame here; no timing is asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["--sellers", "20000", "--repeats", "1", "--baseline-repeats", "1"]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "sampling.py"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert set(row) == {
+        "sellers",
+        "expected_sample",
+        "seconds",
+        "baseline_seconds",
+        "ratio",
+        "peak_mb",
+        "input_mb",
+        "load",
+    }
+    assert row["sellers"] == 20_000
+    # ratio = baseline / seconds before rounding; both times are rounded to 1e-4 s and the ratio to 0.01
+    lo = max(row["baseline_seconds"] - 5e-5, 0.0) / (row["seconds"] + 5e-5) - 0.005
+    hi = (row["baseline_seconds"] + 5e-5) / max(row["seconds"] - 5e-5, 1e-9) + 0.005
+    assert row["ratio"] > 0 and lo <= row["ratio"] <= hi
