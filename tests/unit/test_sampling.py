@@ -653,6 +653,9 @@ def test_benchmark_prints_one_json_line_with_the_ratio() -> None:
         "peak_mb",
         "input_mb",
         "load",
+        "cpu_seconds",
+        "baseline_cpu_seconds",
+        "cpu_ratio",
     }
     assert row["sellers"] == 20_000
     # ratio = baseline / seconds before rounding; both times are rounded to 1e-4 s and the ratio to 0.01
