@@ -47,7 +47,7 @@ def test_pure_components_have_the_documented_shape() -> None:
     uniform = budget / total
     est = design(risk, cost, budget, eps=0.2, blend=1.0)
     ratio = (est.pi - 0.2 * uniform) / np.sqrt(risk / cost)
-    assert np.allclose(ratio, ratio[0], rtol=1e-10)
+    assert np.allclose(ratio, ratio[0], rtol=2.5e-7)  # the weights' square root is single precision (2 roundings)
     hunt = design(risk, cost, budget, eps=0.2, blend=0.0)
     ratio = (hunt.pi - 0.2 * uniform) / risk
     assert np.allclose(ratio, ratio[0], rtol=1e-10)
