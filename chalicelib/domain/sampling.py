@@ -53,10 +53,11 @@ the same ``U_i``.
 Speed and memory
 ----------------
 :func:`design` makes two chunked passes over the frame (:func:`_scan`: validation, the sums and the weights
-``sqrt(p / c)`` written into the output; :func:`_fill`: the probabilities and their size, in place), so its only
-full-size allocation is ``pi`` itself; capped units cost one extra sweep per Newton pass. The target for 10
-million sellers (``benchmarks/sampling.py``): design + draw at least 3 times faster than numpy's weighted
-``Generator.choice`` without replacement, with a peak of at most twice the inputs (measured: about 1.6 times).
+``sqrt(p / c)``, rooted in single precision, written into the output; :func:`_fill`: the probabilities and
+their size, in place), so its only full-size allocation is ``pi`` itself; capped units cost one extra sweep per
+Newton pass. The target for 10 million sellers (``benchmarks/sampling.py``): design + draw at least 3 times
+faster than numpy's weighted ``Generator.choice`` without replacement, with a peak of at most twice the inputs
+(measured: about 1.6 times).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ IntArray = npt.NDArray[np.int64]
 _CHUNK = 1 << 17
 # Units per chunk of the draw. Must be a multiple of 8: the first-stage integers are the 16-bit (8-bit) pieces of
 # the generator's raw 64-bit words, so chunks of whole words keep the stream the same whatever the chunk size.
-_DRAW_CHUNK = 1 << 17
+_DRAW_CHUNK = 1 << 18
 _MAX_CAP_PASSES = 64
 # The draw's first stage resolves each unit's uniform to 2**-_STAGE_BITS (8 or 16; tests use 8 to exercise the
 # refinement often); the refinement makes the probabilities exact whatever this resolution.
