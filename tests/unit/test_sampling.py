@@ -530,6 +530,13 @@ def test_draw_probabilities_are_exact_by_monte_carlo(monkeypatch: pytest.MonkeyP
         assert abs(counts[group] - trials * naive) > 20 * se
 
 
+def test_draw_accepts_float32_and_list_probabilities() -> None:
+    pi32 = np.random.default_rng(4).uniform(1e-7, 0.3, 20_011).astype(np.float32)
+    expected = poisson_draw(pi32.astype(np.float64), 17)
+    assert np.array_equal(poisson_draw(pi32, 17), expected)
+    assert np.array_equal(poisson_draw(pi32.astype(np.float64).tolist(), 17), expected)
+
+
 def test_draw_of_certain_units_and_empty_frame() -> None:
     assert np.array_equal(poisson_draw(np.ones(7), 0), np.arange(7))
     assert poisson_draw(np.empty(0), 0).shape == (0,)
