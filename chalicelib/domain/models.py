@@ -100,7 +100,7 @@ class ProgramCreate(Strict):
     period_end: UtcDateTime = Field(description="must be after period_start")
     round_size: StrictInt = Field(ge=1, le=1_000_000, description="expected test buys per round")
     exploration_share: float = Field(default=0.1, ge=1e-6, le=1.0, strict=False)
-    blend: float = Field(default=0.5, ge=0.0, le=1.0, strict=False, description="1 = estimation, 0 = hunting")
+    blend: float = Field(default=0.25, ge=0.0, le=1.0, strict=False, description="1 = estimation, 0 = hunting")
     per_order_cap: Amount | None = None
     labs: list[Identifier] = Field(default_factory=lambda: ["lab-1"], min_length=1, max_length=50)
     timeouts: Timeouts = Field(default_factory=Timeouts)

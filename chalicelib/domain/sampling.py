@@ -464,7 +464,7 @@ def design(
     budget: int,
     *,
     eps: float = 0.1,
-    blend: float = 0.5,
+    blend: float = 0.25,
     strata: npt.ArrayLike | None = None,
     quotas: dict[int, int] | None = None,
 ) -> Design:

@@ -404,9 +404,10 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
         summary["lift_over_uniform"] = None
     summary["currency"] = program.currency
     summary["marketplace_refund_rate"] = marketplace_refund_rate(d, program.program_id)
-    summary["precision"] = (
-        {f"buys_needed_for_pm_{hw * 100:g}pt": estimation.buys_needed(combined, hw) for hw in (0.01, 0.005)}
-        if combined
-        else None
-    )
+    summary["precision"] = None
+    if combined:
+        plans = {hw: estimation.plan_buys(combined, hw) for hw in (0.01, 0.005)}
+        summary["precision"] = {f"buys_needed_for_pm_{hw * 100:g}pt": plan.buys for hw, plan in plans.items()}
+        # True when a target can only be met by buying every unit not yet bought (the plan is capped there)
+        summary["precision"]["frame_exhausted"] = any(plan.frame_exhausted for plan in plans.values())
     return summary

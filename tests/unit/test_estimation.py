@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.domain.estimation import (
-    METHOD_CLOPPER_PEARSON,
-    METHOD_WILSON,
+    METHOD_CENSUS,
+    METHOD_CLOPPER_PEARSON_DESIGN,
+    METHOD_SCORE,
     Estimate,
     EstimationError,
     beta_quantile,
@@ -23,8 +24,13 @@ from chalicelib.domain.estimation import (
     estimate,
     estimate_by_stratum,
     hit_lift,
+    plan_buys,
+    score_interval,
+    t_quantile,
     wilson_interval,
 )
+
+Z95 = 1.959963984540054
 
 # ------------------------------------------------------------------------------------------- beta function
 
@@ -99,10 +105,14 @@ def test_equal_probability_sample_reduces_to_the_textbook() -> None:
     assert math.isclose(e.variance, (1 - 0.1) * p * (1 - p) / 600, rel_tol=1e-12)
     assert math.isclose(e.std_error, math.sqrt(e.variance), rel_tol=1e-12)
     assert math.isclose(e.n_eff, 600, rel_tol=1e-12)
-    assert (e.n, e.hits, e.population, e.method) == (600, 30, 6_000, METHOD_WILSON)
-    assert math.isclose(e.n_eff_ci, 600, rel_tol=1e-12)  # p(1-p)/v = 600/0.9, capped at n
-    low, high = wilson_interval(p, 600)
-    assert (e.ci_low, e.ci_high) == (low, high)
+    assert (e.n, e.hits, e.population, e.method) == (600, 30, 6_000, METHOD_SCORE)
+    # equal weights: both variance terms are (1 - f) / n, so the score interval is Wilson's on n / (1 - f),
+    # shrunk by the degrees-of-freedom factor (t_29 / z)^2
+    factor = (t_quantile(0.95, 29) / Z95) ** 2
+    assert math.isclose(e.c_fake, 0.9 / 600, rel_tol=1e-12) and math.isclose(e.c_clean, 0.9 / 600, rel_tol=1e-12)
+    assert math.isclose(e.n_eff_ci, 600 / 0.9 / factor, rel_tol=1e-12)
+    low, high = wilson_interval(p, 600 / 0.9 / factor)
+    assert e.ci_low == pytest.approx(low, abs=1e-12) and e.ci_high == pytest.approx(high, abs=1e-12)
 
 
 def test_unequal_weights_by_hand() -> None:
@@ -116,25 +126,85 @@ def test_unequal_weights_by_hand() -> None:
     v = float(np.sum((1 - pi) * w * w * resid * resid)) / 22**2
     assert math.isclose(e.variance, v, rel_tol=1e-12)
     assert math.isclose(e.n_eff, 22**2 / float(np.sum(w * w)), rel_tol=1e-12)
-    assert e.method == METHOD_CLOPPER_PEARSON  # 2 hits: exact interval on the Kish size
-    low, high = clopper_pearson_interval(e.prevalence * e.n_eff, e.n_eff)
-    assert (e.ci_low, e.ci_high) == (low, high)
-    assert e.n_eff_ci == e.n_eff
+    assert e.method == METHOD_CLOPPER_PEARSON_DESIGN  # 2 hits: exact interval on the design effective size
+    # the variance terms by hand: HT sums of (1 - pi) w^2 over fakes / non-fakes, shrunk by half an average unit
+    a1 = 0.5 * 4 + 0.0  # fakes: pi 0.5 (w 2) and pi 1 (no variance)
+    a0 = 0.75 * 16 + 0.9 * 100 + 0.8 * 25
+    m = 0.5 * 22 / 5
+    a_frame = (a0 + a1) / 22
+    c_fake = (a1 + m * a_frame) / (3 + m) / 22
+    c_clean = (a0 + m * a_frame) / (19 + m) / 22
+    assert math.isclose(e.c_fake, c_fake, rel_tol=1e-12) and math.isclose(e.c_clean, c_clean, rel_tol=1e-12)
+    factor = (t_quantile(0.95, 1) / Z95) ** 2
+    n_star = 1 / ((1 - 3 / 22) * c_fake + 3 / 22 * c_clean) / factor
+    assert math.isclose(e.n_eff_ci, n_star, rel_tol=1e-12)
+    low, high = clopper_pearson_interval(e.prevalence * n_star, n_star)
+    assert e.ci_low == pytest.approx(low, abs=1e-12) and e.ci_high == pytest.approx(high, abs=1e-12)
 
 
 def test_no_hits_gives_a_zero_lower_bound_and_finite_upper() -> None:
     e = estimate(np.zeros(400, dtype=int), np.full(400, 0.02), 20_000)
     assert e.prevalence == 0.0 and e.variance == 0.0
     assert e.ci_low == 0.0
-    assert e.method == METHOD_CLOPPER_PEARSON
-    assert math.isclose(e.ci_high, 1 - 0.025 ** (1 / 400), rel_tol=1e-9)
+    assert e.method == METHOD_CLOPPER_PEARSON_DESIGN
+    # equal weights: the unseen-fakes term is (1 - f) / f per unit, so n* = n / (1 - f): rule of three with FPC
+    assert math.isclose(e.ci_high, 1 - 0.025 ** (0.98 / 400), rel_tol=1e-9)
 
 
-def test_census_interval_uses_kish_size() -> None:
+def test_zero_hits_upper_bound_allows_for_fakes_on_low_probability_units() -> None:
+    """With unequal weights the zero-hit bound assumes fakes spread as 1/pi (wider than the uniform rule)."""
+    pi = np.array([0.5] * 200 + [0.01] * 200)
+    e = estimate(np.zeros(400, dtype=int), pi, 100_000)
+    w = 1 / pi
+    a_w = float(np.sum((1 - pi) * w**3)) / float(np.sum(w * w))
+    n_star = float(w.sum()) / a_w
+    assert math.isclose(e.n_eff_ci, n_star, rel_tol=1e-12)
+    assert math.isclose(e.ci_high, 1 - 0.025 ** (1 / n_star), rel_tol=1e-9)
+    assert e.ci_high > 1 - 0.025 ** (1 / 400)
+
+
+def test_census_is_exact() -> None:
     y = np.array([1] * 10 + [0] * 90)
     e = estimate(y, np.ones(100), 100)
     assert e.prevalence == 0.1 and e.variance == 0.0
-    assert e.n_eff == 100 and e.ci_low < 0.1 < e.ci_high
+    assert e.ci_low == e.ci_high == e.prevalence and e.method == METHOD_CENSUS
+    assert e.half_width == 0.0
+    plan = plan_buys(e, 0.001)
+    assert (plan.buys, plan.frame_exhausted, plan.remaining) == (0, False, 0)
+    assert buys_needed(e, 0.001) == 0
+    # rounds combined from censuses are exact too; a census part adds no variance to a sampled part
+    both = combine_rounds([e, estimate(np.array([0] * 50 + [1] * 50), np.ones(100), 100)])
+    assert both.ci_low == both.ci_high == both.prevalence == 0.3
+    mixed = estimate(np.array([1] * 5 + [0] * 95 + [1] * 3 + [0] * 97), np.r_[np.ones(100), np.full(100, 0.5)], 300)
+    resid = np.r_[np.zeros(100), np.array([1] * 3 + [0] * 97) - mixed.prevalence]
+    assert math.isclose(mixed.variance, float(np.sum(0.5 * 4 * resid[100:] ** 2)) / 300**2, rel_tol=1e-12)
+    assert resid[:100].sum() == 0
+
+
+def test_units_with_pi_one_add_no_variance() -> None:
+    y = np.array([1, 0, 1, 0])
+    a = estimate(y, np.array([1.0, 1.0, 0.2, 0.2]), 12)
+    # only the two pi = 0.2 units (w = 5) contribute (1 - pi) w^2 (y - p)^2
+    p = (1 + 5) / 12
+    v = (0.8 * 25 * (1 - p) ** 2 + 0.8 * 25 * p**2) / 144
+    assert math.isclose(a.variance, v, rel_tol=1e-12)
+
+
+def test_numpy_scalars_are_accepted() -> None:
+    y = np.array([1] * 20 + [0] * 180)
+    ref = estimate(y, np.full(200, 0.05), 4_000, confidence=0.9)
+    e = estimate(y, np.full(200, 0.05), np.int32(4_000), confidence=np.float32(0.9))
+    assert math.isclose(e.ci_high, ref.ci_high, rel_tol=1e-6)
+    assert buys_needed(ref, np.float32(0.01)) == buys_needed(ref, 0.01)
+    with pytest.raises(EstimationError) as err:
+        estimate(y, np.full(200, 0.05), 4_000, confidence=np.float64(1.5))
+    assert err.value.field == "confidence" and "between 0 and 1" in str(err.value)
+    with pytest.raises(EstimationError) as err:
+        estimate(y, np.full(200, 0.05), 4_000, confidence=True)
+    assert err.value.field == "confidence"
+    with pytest.raises(EstimationError) as err:
+        buys_needed(ref, "0.01")  # type: ignore[arg-type]
+    assert err.value.field == "half_width"
 
 
 def test_bool_outcomes_and_confidence_level() -> None:
@@ -236,14 +306,18 @@ def test_combine_rounds_rejects_nothing_and_mixed_levels() -> None:
 
 
 def test_buys_needed_reaches_the_target() -> None:
-    current = _round(0.05, 400, 1_000_000, pi=0.0004)  # FPC negligible: n_eff_ci == n
+    current = _round(0.05, 400, 1_000_000, pi=0.0004)  # FPC negligible
     assert current.half_width > 0.01
     more = buys_needed(current, 0.01)
     total = current.n + more
-    z = 1.959963984540054
+    z = Z95
     p = current.prevalence
+    # the design effect carried over is the degrees-of-freedom factor (t_19 / z)^2 of the 20-hit round
+    deff = current.design_effect / (1 - 400 / 1_000_000)
+    assert math.isclose(deff, (t_quantile(0.95, 19) / z) ** 2, rel_tol=1e-9)
 
     def half(m: float) -> float:
+        m = m / deff * (1_000_000 / (1_000_000 - m))  # effective size of m buys, with the FPC
         return z / (1 + z * z / m) * math.sqrt(p * (1 - p) / m + z * z / (4 * m * m))
 
     assert half(total) <= 0.01 < half(total - 1)
@@ -262,6 +336,22 @@ def test_buys_needed_scales_with_the_design_effect() -> None:
     assert buys_needed(weighted, 0.005) > buys_needed(flat, 0.005)
 
 
+def test_buys_needed_never_exceeds_the_frame() -> None:
+    # 400 of 500 sellers bought: a +-0.01pt target needs a census; the plan caps at the 100 left and says so
+    e = _round(0.05, 400, 500, pi=0.8)
+    plan = plan_buys(e, 0.0001)
+    assert (plan.buys, plan.frame_exhausted, plan.remaining) == (100, True, 100)
+    assert buys_needed(e, 0.0001) == 100
+    near = plan_buys(e, 0.001)  # +-0.1pt: all but a few of the remaining units
+    assert 90 <= near.buys <= 100
+    loose = plan_buys(e, 0.02)
+    assert not loose.frame_exhausted and 0 <= loose.buys < 100
+    # in general the FPC-aware plan is below the frame: N = 2,000, target +-1pt
+    big = _round(0.05, 400, 2_000, pi=0.2)
+    p2 = plan_buys(big, 0.01)
+    assert 0 < p2.buys < 1_600 and not p2.frame_exhausted
+
+
 def test_buys_needed_with_no_hits_is_finite() -> None:
     e = estimate(np.zeros(50, dtype=int), np.full(50, 0.01), 10_000)
     more = buys_needed(e, 0.01)
@@ -276,4 +366,31 @@ def test_hit_lift() -> None:
     assert lift.hits == 1 and lift.spend == 400
     assert math.isclose(lift.hits_per_spend, 1 / 400)
     assert math.isclose(lift.uniform_hits_per_spend, 2 / (100 * (2 + 2 + 20 + 20)))
-    assert math.isclose(lift.lift, (1 / 400) / (2 / 4_400))
+    assert math.isclose(lift.lift_plugin, (1 / 400) / (2 / 4_400))
+    # second-order bias correction by hand: totals x = (hits, spend, Yhat, Chat), e = (1, -1, -1, 1)
+    pi = np.array([0.5, 0.5, 0.05, 0.05])
+    y = np.array([1.0, 0, 0, 0])
+    c = np.full(4, 100.0)
+    g = np.stack([y, c, y / pi, c / pi])
+    x = g.sum(axis=1)
+    rel = ((g * (1 - pi)) @ g.T) / np.outer(x, x)
+    e = np.array([1, -1, -1, 1])
+    bias = 0.5 * lift.lift_plugin * (e @ rel @ e - e @ np.diag(rel))
+    assert math.isclose(lift.lift, lift.lift_plugin - bias, rel_tol=1e-12)
+
+
+def test_hit_lift_rejects_fractional_costs() -> None:
+    with pytest.raises(EstimationError) as err:
+        hit_lift(np.array([1, 0]), np.array([0.5, 0.5]), np.array([100.5, 100.0]))
+    assert err.value.field == "cost" and "integer" in str(err.value)
+    with pytest.raises(EstimationError) as err:
+        hit_lift(np.array([1, 0]), np.array([0.5, 0.5]), np.array([100, 0]))
+    assert err.value.field == "cost" and "positive" in str(err.value)
+
+
+def test_score_interval_with_equal_terms_is_wilson() -> None:
+    # V(p0) = p0 (1 - p0) / n when both terms are 1/n: the score interval is Wilson's, for any p
+    for p, n in [(0.0, 50.0), (0.01, 300.0), (0.3, 40.0), (1.0, 25.0)]:
+        low, high = score_interval(p, 1 / n, 1 / n)
+        w_low, w_high = wilson_interval(p, n)
+        assert low == pytest.approx(w_low, abs=1e-12) and high == pytest.approx(w_high, abs=1e-12)

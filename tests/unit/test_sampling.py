@@ -36,7 +36,7 @@ def test_spend_meets_budget_and_probabilities_are_valid() -> None:
     assert math.isclose(d.expected_spend, budget, rel_tol=1e-12)
     assert math.isclose(float(np.dot(cost, d.pi)), budget, rel_tol=1e-12)
     assert math.isclose(d.expected_size, float(d.pi.sum()), rel_tol=1e-12)
-    assert (d.eps, d.blend, d.budget, d.strata) == (0.1, 0.5, budget, None)
+    assert (d.eps, d.blend, d.budget, d.strata) == (0.1, 0.25, budget, None)
     assert not d.pi.flags.writeable
 
 

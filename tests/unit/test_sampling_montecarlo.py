@@ -7,8 +7,10 @@ Risk scores: "informative" scores are *calibrated* binormal scores -- a latent s
 ``d = 0.954`` (so the ROC AUC is Phi(d / sqrt 2) = 0.75) mapped to ``P(y = 1 | z)`` -- as a well-fitted model would
 produce. "Useless" scores are the same construction with ``d = 0``: independent of the truth.
 
-Every simulation uses fixed seeds, so the tests are deterministic; the tolerances are the statistical ones stated
-(2 Monte Carlo standard errors, coverage in [0.92, 0.99], Bonferroni/chi-square at level 0.001), not tuned to pass.
+Every simulation uses the DEFAULT design (eps 0.1, blend 0.25) and fixed seeds, so the tests are deterministic; the
+tolerances are the statistical ones stated (2 Monte Carlo standard errors for bias; coverage >= 0.94 - 3 se and, where
+a round expects >= 20 hits, <= 0.965 + 3 se with se = sqrt(.95 * .05 / R); Bonferroni/chi-square at level 0.001),
+not tuned to pass. The full matrix is in benchmarks/estimation.py and tests/unit/test_intervals_montecarlo.py.
 """
 
 from __future__ import annotations
@@ -66,15 +68,17 @@ class Simulation:
     ht: npt.NDArray[np.float64]
     covered: npt.NDArray[np.bool_]
     expected_size: float
+    expected_hits: float
 
 
 @cache
-def simulate(prevalence: float, d: float, blend: float = 0.5) -> Simulation:
-    """ROUNDS independent rounds of design + Poisson draw + estimate on one fixed frame."""
+def simulate(prevalence: float, d: float) -> Simulation:
+    """ROUNDS independent rounds of the default design + Poisson draw + estimate on one fixed frame."""
     frame = make_frame(N_SELLERS, prevalence, d, seed=20240601)
     budget = int(EXPECTED_BUYS * frame.cost.mean())
-    dsg = design(frame.risk, frame.cost, budget, eps=0.1, blend=blend)
+    dsg = design(frame.risk, frame.cost, budget)
     truth = float(frame.y.mean())
+    expected_hits = float(np.dot(dsg.pi, frame.y))
     hajek = np.empty(ROUNDS)
     ht = np.empty(ROUNDS)
     covered = np.empty(ROUNDS, dtype=bool)
@@ -84,7 +88,7 @@ def simulate(prevalence: float, d: float, blend: float = 0.5) -> Simulation:
         hajek[r] = est.prevalence
         ht[r] = est.ht_prevalence
         covered[r] = est.ci_low <= truth <= est.ci_high
-    return Simulation(truth, hajek, ht, covered, dsg.expected_size)
+    return Simulation(truth, hajek, ht, covered, dsg.expected_size, expected_hits)
 
 
 def assert_within_2se(values: npt.NDArray[np.float64], truth: float) -> None:
@@ -117,7 +121,10 @@ def test_hajek_is_unbiased(prevalence: float, d: float) -> None:
 def test_interval_coverage_is_near_nominal(prevalence: float, d: float) -> None:
     sim = simulate(prevalence, d)
     coverage = float(sim.covered.mean())
-    assert 0.92 <= coverage <= 0.99, coverage
+    se = math.sqrt(0.95 * 0.05 / ROUNDS)
+    assert coverage >= 0.94 - 3 * se, (coverage, sim.expected_hits)
+    if sim.expected_hits >= 20:
+        assert coverage <= 0.965 + 3 * se, (coverage, sim.expected_hits)
 
 
 def test_informative_score_has_auc_near_075() -> None:
@@ -125,6 +132,26 @@ def test_informative_score_has_auc_near_075() -> None:
     assert 0.72 <= auc(frame.risk, frame.y) <= 0.78
     useless = make_frame(200_000, 0.005, 0.0, seed=7)
     assert 0.46 <= auc(useless.risk, useless.y) <= 0.54
+
+
+def test_default_design_hunts_at_three_times_uniform() -> None:
+    """Issue 9 reference cell: 0.5% prevalence, calibrated scores of AUC 0.8 (d = 1.190), the DEFAULT design.
+
+    Expected hits per unit of budget (exact: sum(pi * y) / B) must be >= 3x uniform sampling's (Y / C). 200,000
+    sellers (1,000 fakes), 4,000 expected buys; the measured AUC must be 0.8 +- 0.03 (its SE is ~0.007). With
+    blend 0.5 (the former default) the same frame gives ~2.8x, which is why the default is 0.25.
+    """
+    frame = make_frame(200_000, 0.005, 1.190, seed=7)
+    assert 0.77 <= auc(frame.risk, frame.y) <= 0.83
+    budget = int(4_000 * frame.cost.mean())
+    uniform_per_budget = float(frame.y.sum()) / float(frame.cost.sum())
+    default = design(frame.risk, frame.cost, budget)
+    lift = float(np.dot(default.pi, frame.y)) / budget / uniform_per_budget
+    assert lift >= 3.0, lift
+    former = design(frame.risk, frame.cost, budget, blend=0.5)
+    assert float(np.dot(former.pi, frame.y)) / budget / uniform_per_budget < 3.0
+    # the exploration floor stays: every seller keeps pi >= eps * B / C
+    assert float(default.pi.min()) >= 0.1 * budget / float(frame.cost.sum()) * (1 - 1e-12)
 
 
 def test_hunting_doubles_hits_per_budget() -> None:
@@ -141,7 +168,7 @@ def test_hunting_doubles_hits_per_budget() -> None:
     hits_per_budget = float(np.dot(hunt.pi, frame.y)) / budget
     uniform_per_budget = float(frame.y.sum()) / float(frame.cost.sum())
     assert hits_per_budget >= 2.0 * uniform_per_budget, hits_per_budget / uniform_per_budget
-    # the default blend (half estimation, half hunting) still beats uniform clearly
+    # half estimation, half hunting still beats uniform clearly
     mixed = design(frame.risk, frame.cost, budget, eps=0.1, blend=0.5)
     assert float(np.dot(mixed.pi, frame.y)) / budget >= 1.5 * uniform_per_budget
 
