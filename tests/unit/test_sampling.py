@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,7 @@ def test_pure_components_have_the_documented_shape() -> None:
     uniform = budget / total
     est = design(risk, cost, budget, eps=0.2, blend=1.0)
     ratio = (est.pi - 0.2 * uniform) / np.sqrt(risk / cost)
-    assert np.allclose(ratio, ratio[0], rtol=1e-10)
+    assert np.allclose(ratio, ratio[0], rtol=2.5e-7)  # the weights' square root is single precision (2 roundings)
     hunt = design(risk, cost, budget, eps=0.2, blend=0.0)
     ratio = (hunt.pi - 0.2 * uniform) / risk
     assert np.allclose(ratio, ratio[0], rtol=1e-10)
@@ -56,12 +58,24 @@ def test_pure_components_have_the_documented_shape() -> None:
     assert np.allclose(mid.pi, 0.3 * est.pi + 0.7 * hunt.pi, rtol=1e-12)
 
 
-def test_census_when_budget_covers_everything() -> None:
+@pytest.mark.parametrize("stratified", [False, True])
+def test_census_when_budget_covers_everything(stratified: bool) -> None:
+    """A budget that buys everyone gives every pi = 1, ``census`` true and the frame's total cost (not the budget)
+    as the expected spend; one minor unit less is no census."""
     risk, cost = small_frame(50)
-    d = design(risk, cost, int(cost.sum()) + 1)
-    assert np.all(d.pi == 1.0)
-    assert d.expected_spend == float(cost.sum())
-    assert d.expected_size == 50.0
+    strata = np.arange(50) % 3 if stratified else None
+    total = int(cost.sum())
+    for budget in (total, total + 1, 10 * total):
+        d = design(risk, cost, budget, strata=strata)
+        assert d.census
+        assert np.all(d.pi == 1.0)
+        assert d.expected_spend == float(total) <= budget
+        assert d.expected_size == 50.0
+        assert d.total_cost == total
+    below = design(risk, cost, total - 1, strata=strata)
+    assert not below.census
+    assert float(below.pi.min()) < 1.0
+    assert math.isclose(below.expected_spend, total - 1, rel_tol=1e-12)
 
 
 def test_capping_redistributes_excess() -> None:
@@ -89,9 +103,133 @@ def test_exact_fallback_agrees_with_newton_passes(monkeypatch: pytest.MonkeyPatc
     assert math.isclose(float(np.dot(cost, exact.pi)), budget, rel_tol=1e-12)
 
 
-def test_accepts_float_costs_and_python_lists() -> None:
+def test_accepts_python_lists_and_other_numeric_dtypes() -> None:
     d = design([0.1, 0.2, 0.3], [100, 200, 300], 300)
     assert math.isclose(d.expected_spend, 300, rel_tol=1e-12)
+    risk, cost = small_frame()
+    budget = int(cost.sum() // 10)
+    ref = design(risk, cost, budget)
+    for r, c in ((risk.astype(np.float32), cost), (risk, cost.astype(np.int32)), (risk, cost.astype(np.uint32))):
+        other = design(r, c, budget)
+        tol = 1e-6 if r.dtype == np.float32 else 1e-13  # float32 risk is a different (rounded) risk
+        assert np.allclose(other.pi, ref.pi, rtol=tol, atol=0)
+        assert math.isclose(other.expected_spend, budget, rel_tol=1e-12)
+
+
+def test_inputs_are_not_modified_and_may_be_read_only() -> None:
+    risk, cost = small_frame()
+    risk.flags.writeable = False
+    cost.flags.writeable = False
+    before = (risk.copy(), cost.copy())
+    d = design(risk, cost, int(cost.sum() // 10))
+    poisson_draw(d.pi, 1)
+    assert np.array_equal(risk, before[0]) and np.array_equal(cost, before[1])
+
+
+# ------------------------------------------------------------------------------------------------- friendliness
+
+
+@pytest.mark.parametrize(
+    "scalars",
+    [
+        {"eps": np.float32(0.1)},
+        {"eps": np.float64(0.2)},
+        {"eps": np.int64(1)},
+        {"blend": np.float32(0.3)},
+        {"blend": np.float16(0.5)},
+        {"blend": np.int8(0)},
+        {"budget": np.int64(1_000_000)},
+        {"budget": np.int32(1_000_000)},
+        {"budget": np.uint64(1_000_000)},
+        {"eps": np.float32(0.05), "blend": np.float64(0.25), "budget": np.int64(2_000_000)},
+    ],
+)
+def test_numpy_scalars_are_accepted_like_python_ones(scalars: dict[str, Any]) -> None:
+    """np.float32(0.1) is the float 0.1 rounded to float32 (0.10000000149...): the design equals the one for
+    that Python float."""
+    risk, cost = small_frame()
+    args: dict[str, Any] = {"budget": 1_500_000, **scalars}
+    python = {key: value.item() for key, value in args.items() if isinstance(value, np.generic)}
+    a = design(risk, cost, args.pop("budget"), **args)
+    b = design(risk, cost, python.pop("budget", 1_500_000), **{**args, **python})
+    assert np.array_equal(a.pi, b.pi)
+    assert (a.eps, a.blend, a.budget) == (b.eps, b.blend, b.budget)
+    assert type(a.eps) is float and type(a.blend) is float and type(a.budget) is int
+
+
+def test_numpy_scalars_are_accepted_for_seeds_and_quotas() -> None:
+    from chalicelib.domain.sampling import draw
+
+    risk, cost = small_frame(3_000)
+    strata = np.zeros(3_000, dtype=np.int64)
+    strata[:100] = 7
+    budget = int(cost.sum() // 30)
+    d = design(risk, cost, budget, strata=strata, quotas={7: 20})
+    dn = design(risk, cost, budget, strata=strata, quotas={np.int64(7): np.int32(20)})
+    assert np.array_equal(d.pi, dn.pi)
+    for seed in (np.int64(11), np.uint32(11), np.int8(11)):
+        assert np.array_equal(poisson_draw(d.pi, seed), poisson_draw(d.pi, 11))
+        assert np.array_equal(draw(d, seed).exploration, draw(d, 11).exploration)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "rule"),
+    [
+        ({"budget": 0}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": -5}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": np.int64(-1)}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": 150.5}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": 300.0}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": True}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": "300"}, "budget", "budget must be a positive integer of minor units"),
+        ({"budget": 99}, "budget", "below the cheapest order"),
+        ({"eps": 0.0}, "eps", "0 < eps <= 1"),
+        ({"eps": np.float32(1.5)}, "eps", "0 < eps <= 1"),
+        ({"eps": True}, "eps", "0 < eps <= 1"),
+        ({"eps": "0.1"}, "eps", "0 < eps <= 1"),
+        ({"blend": np.float64(-0.1)}, "blend", "0 <= blend <= 1"),
+        ({"blend": None}, "blend", "0 <= blend <= 1"),
+        ({"cost": [100.5, 200, 300]}, "cost", "cost must be integer minor units"),
+        ({"cost": [100.0, 200.0, 300.0]}, "cost", "cost must be integer minor units"),
+        ({"cost": np.array([100, 200, 300], dtype=np.float32)}, "cost", "cost must be integer minor units"),
+        ({"cost": [True, True, True]}, "cost", "cost must be integer minor units"),
+        ({"cost": [100, 0, 300]}, "cost", "cost must be positive"),
+        ({"cost": [100, 10**13, 300]}, "cost", "cost must be at most"),
+        ({"risk": [0.1, float("nan"), 0.3]}, "risk", "risk must be finite"),
+        ({"risk": [0.1, 1.0, 0.3]}, "risk", "risk must lie strictly between 0 and 1"),
+        ({"risk": [[0.1, 0.2, 0.3]]}, "risk", "risk must be a 1-D array"),
+        ({"cost": [100, 200]}, "frame", "risk has 3 units but cost has 2"),
+        ({"risk": [], "cost": []}, "frame", "frame is empty"),
+        ({"strata": [0, 1]}, "strata", "one code per unit"),
+        ({"quotas": {0: 1}}, "quotas", "quotas need strata"),
+    ],
+)
+def test_errors_name_the_input_and_the_rule(kwargs: dict[str, Any], field: str, rule: str) -> None:
+    args: dict[str, Any] = {"risk": RISK, "cost": COST, "budget": 300, **kwargs}
+    with pytest.raises(SamplingError) as err:
+        design(args.pop("risk"), args.pop("cost"), args.pop("budget"), **args)
+    assert err.value.field == field
+    assert str(err.value).startswith(field)
+    assert rule in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pi", "seed", "field", "rule"),
+    [
+        ([0.5, 0.5], -1, "seed", "seed must be a non-negative integer"),
+        ([0.5, 0.5], 1.0, "seed", "seed must be a non-negative integer"),
+        ([0.5, 0.5], True, "seed", "seed must be a non-negative integer"),
+        ([0.5, 0.0], 1, "pi", "must be finite and in (0, 1]"),
+        ([0.5, float("inf")], 1, "pi", "must be finite and in (0, 1]"),
+        ([[0.5]], 1, "pi", "pi must be a 1-D array"),
+    ],
+)
+def test_draw_errors_name_the_input_and_the_rule(pi: Any, seed: Any, field: str, rule: str) -> None:
+    with pytest.raises(SamplingError) as err:
+        poisson_draw(np.array(pi), seed)
+    assert err.value.field == field
+    assert str(err.value).startswith(field)
+    assert rule in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------- strata
@@ -154,6 +292,8 @@ def test_quotas_raise_small_strata() -> None:
         ({7: 101}, "more than the stratum"),
         ({7: 100, 0: 2_900}, "costs more than the budget"),
         ({9: 1}, "unknown stratum"),
+        ({"7": 1}, "a key that is not an integer code"),
+        ({7: 2.5}, "a fractional quota"),
         ({7: -1}, "negative"),
     ],
 )
@@ -243,6 +383,31 @@ def test_bad_draw_input(pi: list[float], seed: Any, field: str) -> None:
 # ------------------------------------------------------------------------------------------------- draw
 
 
+def reference_uniforms(n: int, seed: int, bits: int = 16) -> tuple[np.ndarray, Callable[[int], Fraction]]:
+    """The draw's definition, written out plainly: unit i's uniform is ``U_i = (k_i + V_i) / 2**bits`` with
+    ``k_i`` the i-th of one call to ``default_rng(seed).integers(0, 2**bits, n)`` and ``V_i`` the first 53-bit
+    double of numpy's Philox keyed by the seed's refinement stream at counter i. Returned as ``k`` and a function
+    giving ``V_i`` as an exact fraction."""
+    k = np.random.default_rng(seed).integers(0, 2**bits, n, dtype=np.uint16 if bits == 16 else np.uint8)
+    key = np.random.SeedSequence(seed, spawn_key=(sampling._REFINE_STREAM,)).generate_state(2, np.uint64)
+
+    def v(i: int) -> Fraction:
+        return Fraction(int(np.random.Philox(key=key, counter=i).random_raw()) >> 11, 2**53)
+
+    return k, v
+
+
+def reference_below(p: np.ndarray, k: np.ndarray, v: Callable[[int], Fraction], bits: int = 16) -> list[int]:
+    """Units whose exact uniform ``(k_i + V_i) / 2**bits`` is below ``p_i`` (exact rational arithmetic)."""
+    out = []
+    for i in range(p.shape[0]):
+        threshold = Fraction(float(p[i])) * 2**bits
+        ki = int(k[i])
+        if ki + 1 <= threshold or (ki < threshold and ki + v(i) < threshold):
+            out.append(i)
+    return out
+
+
 def test_draw_is_seeded_sorted_and_matches_the_definition() -> None:
     risk, cost = small_frame(5_000)
     d = design(risk, cost, int(cost.sum() // 10))
@@ -251,9 +416,59 @@ def test_draw_is_seeded_sorted_and_matches_the_definition() -> None:
     assert a.dtype == np.int64
     assert np.array_equal(a, b)
     assert np.all(np.diff(a) > 0)
-    expected = np.flatnonzero(np.random.default_rng(42).random(5_000) < d.pi)
-    assert np.array_equal(a, expected)
+    k, v = reference_uniforms(5_000, 42)
+    assert a.tolist() == reference_below(d.pi, k, v)
     assert not np.array_equal(a, poisson_draw(d.pi, 43))
+
+
+@pytest.mark.parametrize("bits", [16, 8])
+def test_draw_matches_the_exact_definition_where_the_first_stage_ties(
+    bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probabilities on and next to the first stage's grid, and far below it: every tie ``k_i ==
+    floor(pi_i 2^b)`` is decided by ``V_i`` exactly as the definition says (8 bits make ties frequent)."""
+    monkeypatch.setattr(sampling, "_STAGE_BITS", bits)
+    grid = 2.0**-bits
+    n = 4_000
+    rng = np.random.default_rng(5)
+    pi = rng.choice(
+        np.array([grid, 3 * grid, 3 * grid * (1 + 1e-15), 5 * grid * (1 - 1e-15), 1e-9, 0.5, 1.0, 1e-300]), n
+    )
+    near = rng.random(n) < 0.3
+    pi[near] = rng.uniform(grid / 7, 4 * grid, int(near.sum()))
+    ties = 0
+    for seed in (0, 1, 2):
+        k, v = reference_uniforms(n, seed, bits)
+        assert poisson_draw(pi, seed).tolist() == reference_below(pi, k, v, bits)
+        scaled = pi * 2**bits
+        ties += int(np.count_nonzero((k < scaled) & (scaled < k.astype(np.float64) + 1)))
+    if bits == 8:
+        assert ties >= 20  # the refinement really decided units here (expected about 40)
+
+
+def test_draw_marks_exploration_units_by_the_exact_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``draw`` flags unit i iff its exact uniform is below ``q_i``, using the selected units' first-stage integers
+    and the same ``V_i``: checked against the plain definition, with an 8-bit first stage and a tiny ``eps`` so that
+    many ``q_i`` fall inside a first-stage cell (the ties), stratified and not."""
+    from chalicelib.domain.sampling import draw
+
+    monkeypatch.setattr(sampling, "_STAGE_BITS", 8)
+    rng = np.random.default_rng(8)
+    n = 3_000
+    risk = rng.uniform(0.001, 0.3, n)
+    cost = rng.integers(1_000, 20_000, n)
+    for codes in (None, rng.integers(0, 3, n)):
+        d = design(risk, cost, int(cost.sum() * 0.3), eps=0.01, strata=codes)
+        q = d.exploration_pi()
+        for seed in (3, 4):
+            k, v = reference_uniforms(n, seed, 8)
+            dr = draw(d, seed)
+            assert dr.index.tolist() == reference_below(d.pi, k, v, 8)
+            assert np.array_equal(dr.index, poisson_draw(d.pi, seed))
+            expected = set(reference_below(q, k, v, 8))
+            assert [int(i) in expected for i in dr.index] == dr.exploration.tolist()
+            assert expected <= set(dr.index.tolist())
+            assert 0 < int(dr.exploration.sum()) < dr.index.shape[0]
 
 
 def test_chunked_draw_equals_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,6 +476,65 @@ def test_chunked_draw_equals_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
     whole = poisson_draw(pi, 9)
     monkeypatch.setattr(sampling, "_DRAW_CHUNK", 1_000)
     assert np.array_equal(poisson_draw(pi, 9), whole)
+
+
+def test_chunked_design_equals_one_shot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The design's chunked passes give the same probabilities whatever the chunk (only summation order moves)."""
+    risk, cost = small_frame(10_007)
+    risk[:5] = 0.95  # some units cap
+    cost[:5] = 50
+    strata = np.arange(10_007) % 3
+    for kwargs in ({}, {"blend": 0.0}, {"blend": 1.0}, {"strata": strata}):
+        whole = design(risk, cost, int(cost.sum() // 7), **kwargs)
+        with monkeypatch.context() as m:
+            m.setattr(sampling, "_CHUNK", 999)
+            parts = design(risk, cost, int(cost.sum() // 7), **kwargs)
+        assert np.allclose(parts.pi, whole.pi, rtol=1e-13, atol=0)
+        assert math.isclose(parts.expected_spend, whole.expected_spend, rel_tol=1e-13)
+        assert math.isclose(parts.expected_size, whole.expected_size, rel_tol=1e-13)
+
+
+def test_draw_is_exact_far_below_the_first_stage_resolution() -> None:
+    """pi = 1e-9 on 2**20 units: about 16 units per seed tie on the first stage (k_i = 0), and a first stage alone
+    would select them all (P = 2**-16, 65,536 times too likely); exactly, each tie is selected w.p. 1e-9 * 2**16,
+    so over 10 seeds the expected count is 0.01 (P(any) < 1%). A float32 uniform (resolution 2**-24) would have
+    selected 0.06 units per seed where 0.001 are due."""
+    n = 1 << 20
+    pi = np.full(n, 1e-9)
+    ties = selected = 0
+    for seed in range(10):
+        ties += int(np.count_nonzero(np.random.default_rng(seed).integers(0, 2**16, n, dtype=np.uint16) == 0))
+        selected += poisson_draw(pi, seed).shape[0]
+    assert ties >= 100  # the first stage really was undecided this often (expected 160, sd 13)
+    assert selected == 0
+
+
+def test_draw_probabilities_are_exact_by_monte_carlo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an 8-bit first stage (grid 1/256) the selection rate is pi, not the grid's rounding of it.
+
+    200,000 units x 20 seeds per group: the count's Monte Carlo standard error is sqrt(N pi (1 - pi)); we allow
+    4 of them. A first stage alone would give rate ceil(256 pi) / 256: 0.0039 for pi = 0.001 and 0.0078 for
+    pi = 0.005, dozens of standard errors away."""
+    monkeypatch.setattr(sampling, "_STAGE_BITS", 8)
+    n, seeds = 200_000, 20
+    pi = np.where(np.arange(n) % 2 == 0, 0.001, 0.005)
+    counts = np.zeros(2)
+    for seed in range(seeds):
+        idx = poisson_draw(pi, seed)
+        counts += np.bincount(idx % 2, minlength=2)
+    for group, p in ((0, 0.001), (1, 0.005)):
+        trials = n // 2 * seeds
+        se = math.sqrt(trials * p * (1 - p))
+        assert abs(counts[group] - trials * p) < 4 * se, (group, counts[group], trials * p)
+        naive = math.ceil(256 * p) / 256
+        assert abs(counts[group] - trials * naive) > 20 * se
+
+
+def test_draw_accepts_float32_and_list_probabilities() -> None:
+    pi32 = np.random.default_rng(4).uniform(1e-7, 0.3, 20_011).astype(np.float32)
+    expected = poisson_draw(pi32.astype(np.float64), 17)
+    assert np.array_equal(poisson_draw(pi32, 17), expected)
+    assert np.array_equal(poisson_draw(pi32.astype(np.float64).tolist(), 17), expected)
 
 
 def test_draw_of_certain_units_and_empty_frame() -> None:
@@ -356,3 +630,42 @@ def test_draw_marks_exploration_units_with_their_known_probability() -> None:
         mean = float(np.mean(counts))
         se = math.sqrt(expected / 40)
         assert abs(mean - expected) < 4 * se, (mean, expected)
+
+
+def test_benchmark_prints_one_json_line_with_the_ratio() -> None:
+    """``benchmarks/sampling.py`` keeps its one-line JSON contract (a tiny frame here; no timing is asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["--sellers", "20000", "--repeats", "1", "--baseline-repeats", "1"]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "sampling.py"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert set(row) == {
+        "sellers",
+        "expected_sample",
+        "seconds",
+        "baseline_seconds",
+        "ratio",
+        "peak_mb",
+        "input_mb",
+        "load",
+        "cpu_seconds",
+        "baseline_cpu_seconds",
+        "cpu_ratio",
+    }
+    assert row["sellers"] == 20_000
+    # ratio = baseline / seconds before rounding; both times are rounded to 1e-4 s and the ratio to 0.01
+    lo = max(row["baseline_seconds"] - 5e-5, 0.0) / (row["seconds"] + 5e-5) - 0.005
+    hi = (row["baseline_seconds"] + 5e-5) / max(row["seconds"] - 5e-5, 1e-9) + 0.005
+    assert row["ratio"] > 0 and lo <= row["ratio"] <= hi
