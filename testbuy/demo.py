@@ -116,7 +116,6 @@ def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, wor
             "period_end": (now + timedelta(days=365)).isoformat(),
             "round_size": cfg.round_size,
             "exploration_share": 0.2,
-            "blend": 0.5,
             "labs": list(cfg.labs),
             "timeouts": {
                 "delivery_seconds": cfg.delivery_timeout_s,
