@@ -17,7 +17,8 @@ from testbuy.client import ApiCallError, ApiClient
 
 #: The one URL the page holds: the SVG namespace name, an identifier that no browser fetches.
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
-_EXTERNAL = re.compile(r"""(?:src|href)\s*=|<link\b|@import|url\(""", re.IGNORECASE)
+#: An attribute or CSS rule that loads something, unless from an inline ``data:`` URI (the page's empty favicon).
+_EXTERNAL = re.compile(r"""(?:\b(?:src|href)\s*=|@import|url\()\s*(?!["']?data:)""", re.IGNORECASE)
 
 
 def fetch_dashboard(api_url: str, token: str, program_id: str) -> dict[str, Any]:

@@ -33,9 +33,14 @@
     return (neg ? "-" : "") + group(String(whole)) + (DIGITS ? "." + frac : "") + " " + CUR;
   }
   function pct(v) { return v === null || v === undefined ? "\u2013" : (v * 100).toFixed(2) + "%"; }
-  function pp(v) { return v === null || v === undefined ? "\u2013" : (v >= 0 ? "+" : "") + v.toFixed(2) + " pp"; }
+  function pp(v) { return v === null || v === undefined ? "\u2013" : (v >= 0 ? "+" : "") + v.toFixed(4) + " pp"; }
   function num(v) { return v === null || v === undefined ? "\u2013" : group(String(v)); }
-  function hours(v) { return v === null || v === undefined ? "\u2013" : v.toFixed(2) + " h"; }
+  function hours(v) {  // a duration given in hours, in the unit that reads best
+    if (v === null || v === undefined) { return "\u2013"; }
+    if (v * 3600 < 120) { return (v * 3600).toFixed(1) + " s"; }
+    if (v < 48) { return v.toFixed(2) + " h"; }
+    return (v / 24).toFixed(2) + " d";
+  }
   function when(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "\u2013"; }
 
   function cell(key, value, fmt) {
@@ -59,14 +64,14 @@
   }
 
   // --- charts ---
-  function hbars(id, rows, series, fmt) {
+  function hbars(id, rows, series, fmt, cap) {
     // rows: [{label, values: [..]}]; one bar per series value
     if (!rows.length) { empty(id, "nothing yet"); return; }
     var W = 560, left = 170, right = 90, bh = 14, gap = 8, n = series.length;
     var H = rows.length * (n * bh + gap) + 24;
-    var max = nice(Math.max.apply(null, rows.map(function (r) { return Math.max.apply(null, r.values.map(function (v) { return v || 0; })); })));
+    var max = cap || nice(Math.max.apply(null, rows.map(function (r) { return Math.max.apply(null, r.values.map(function (v) { return v || 0; })); })));
     var s = sv("svg", { viewBox: "0 0 " + W + " " + H, role: "img" });
-    var scale = function (v) { return (W - left - right) * (v || 0) / max; };
+    var scale = function (v) { return (W - left - right) * Math.min(v || 0, max) / max; };  // a bar past the cap stops there; its label says how far
     rows.forEach(function (r, i) {
       var y0 = 4 + i * (n * bh + gap);
       s.appendChild(sv("text", { x: left - 6, y: y0 + n * bh / 2 + 4, "text-anchor": "end" }, r.label.length > 26 ? r.label.slice(0, 25) + "\u2026" : r.label));
@@ -85,7 +90,7 @@
   function budgetChart(d) {
     var pts = d.burn_down;
     if (!pts.length) { empty("c-budget", "no ledger lines yet"); return; }
-    var W = 560, H = 220, L = 80, R = 10, T = 10, B = 30;
+    var W = 560, H = 220, L = 112, R = 10, T = 10, B = 30;
     var t0 = Date.parse(pts[0].at), t1 = Date.parse(pts[pts.length - 1].at);
     if (t1 <= t0) { t1 = t0 + 1000; }
     var keys = ["funded", "reserved", "spent", "recovered"];
@@ -116,7 +121,7 @@
     if (f.projected_spent_at_end !== null) { rows.splice(1, 0, { label: "projected at period end", values: [f.projected_spent_at_end] }); }
     var fc = el("div", { id: "c-forecast" });
     c.appendChild(fc);
-    hbars("c-forecast", rows, ["money"], money);
+    hbars("c-forecast", rows, ["money"], money, nice(Math.max(d.balance.funded, d.balance.spent, 1)));
   }
 
   function estimateChart(d) {
@@ -129,7 +134,7 @@
     var s = sv("svg", { viewBox: "0 0 " + W + " " + H, role: "img" });
     rows.forEach(function (r, i) {
       var cy = 14 + i * rh;
-      s.appendChild(sv("text", { x: L - 6, y: cy + 4, "text-anchor": "end" }, r.label));
+      s.appendChild(sv("text", { x: L - 6, y: cy + 4, "text-anchor": "end" }, i === rows.length - 1 ? "combined" : "round " + (i + 1)));
       if (r.ci_low !== null && r.ci_high !== null) {
         s.appendChild(sv("line", { x1: x(r.ci_low), x2: x(r.ci_high), y1: cy, y2: cy, stroke: COLORS[0], "stroke-width": 3 }));
       }
@@ -188,7 +193,7 @@
     clear("n-estimate").append(table(["round", "conclusive", "hits", "hit rate", "prevalence", "95% low", "95% high", "method"],
       d.estimates.rounds.concat([d.estimates.combined]).map(function (r, i, all) {
         var k = i === all.length - 1 ? "combined" : "round." + r.label;
-        return el("tr", {}, [el("td", {}, [r.label + (r.status ? " (" + r.status + ")" : "")]), cell(k + ".conclusive", r.conclusive, num),
+        return el("tr", {}, [el("td", {}, [(i === all.length - 1 ? "combined" : "round " + (i + 1) + ": " + r.label) + (r.status ? " (" + r.status + ")" : "")]), cell(k + ".conclusive", r.conclusive, num),
           cell(k + ".hits", r.hits, num), cell(k + ".hit_rate", r.hit_rate, pct), cell(k + ".prevalence", r.prevalence, pct),
           cell(k + ".ci_low", r.ci_low, pct), cell(k + ".ci_high", r.ci_high, pct), cell(k + ".method", r.method, function (v) { return v || "\u2013"; })]);
       })),

@@ -249,3 +249,4 @@ def test_the_report_is_one_self_contained_file_with_the_reconciliation_and_the_e
 
     assert asset("dashboard.js") in html and asset("dashboard.css") in html
     assert external_references("<img src=x>") and external_references("see https://example.org")
+    assert external_references("a { background: url(x.png) }") and not external_references('<link href="data:,">')
