@@ -184,6 +184,8 @@ def _estimate_row(label: str, summary: dict[str, Any]) -> dict[str, Any]:
         "ci_low": est.get("ci_low"),
         "ci_high": est.get("ci_high"),
         "method": est.get("method"),
+        "status": None,  # a round's status and start (None for the combined row)
+        "started_at": None,
     }
 
 

@@ -250,3 +250,14 @@ def test_the_report_is_one_self_contained_file_with_the_reconciliation_and_the_e
     assert asset("dashboard.js") in html and asset("dashboard.css") in html
     assert external_references("<img src=x>") and external_references("see https://example.org")
     assert external_references("a { background: url(x.png) }") and not external_references('<link href="data:,">')
+
+
+def test_an_answer_is_json_with_a_model_or_a_media_type_without_one() -> None:
+    from chalicelib.api.declare import Ok
+    from chalicelib.api.schemas import Health
+
+    assert Ok(200, "page", None, media_type="text/html").model is None
+    with pytest.raises(TypeError):
+        Ok(200, "neither", None)
+    with pytest.raises(TypeError):
+        Ok(200, "both", Health, media_type="text/html")
