@@ -295,7 +295,8 @@
     var form = document.getElementById("signin");
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var pr = document.getElementById("f-program").value.trim(), tk = document.getElementById("f-token").value.trim();
+      var pr = document.getElementById("f-program").value.trim();
+      var tk = document.getElementById("f-token").value.trim() || sessionStorage.getItem("testbuy.token") || "";
       sessionStorage.setItem("testbuy.token", tk);
       sessionStorage.setItem("testbuy.program", pr);
       history.replaceState(null, "", location.pathname + location.search + "#program=" + encodeURIComponent(pr));
@@ -303,6 +304,11 @@
       load(pr, tk);
     });
     if (program) { sessionStorage.setItem("testbuy.program", program); document.getElementById("f-program").value = program; }
+    if (token) {  // signed in already (a hosted UI redirect, or earlier in this tab): the programme is all it needs
+      var tf = document.getElementById("f-token");
+      tf.required = false;
+      tf.placeholder = "signed in (leave empty)";
+    }
     if (program && token) { load(program, token); } else { form.hidden = false; }
   }
   start();

@@ -203,3 +203,28 @@ def test_the_report_opens_with_no_server_and_draws_the_same_numbers(
     assert shown["combined.method"] == metrics["estimate"]["method"]
     assert "enforcement policy" in page.inner_text("#meta")
     context.close()
+
+
+def test_a_user_with_no_link_signs_in_by_the_form_and_a_hosted_ui_redirect_works_too(
+    browser: Any, program: str, stack_info: Any
+) -> None:
+    token = issue_token(stack_info.token_secret, Role.PROGRAM_MANAGER, "pm@browser")
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{stack_info.api_url}/dashboard")
+    assert page.is_visible("#signin") and not page.is_visible("#main")
+    page.fill("#f-program", program)
+    page.fill("#f-token", token)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    assert not page.is_visible("#signin") and page.url.endswith(f"#program={program}")
+    # what the Cognito hosted UI's implicit flow sends back: the token as #id_token=, among others
+    page2 = context.new_page()
+    page2.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page2.goto(f"{stack_info.api_url}/dashboard#id_token={token}&access_token=x&token_type=Bearer&program={program}")
+    page2.wait_for_selector("body[data-ready=true]", timeout=15_000)
+    assert "id_token" not in page2.url and "access_token" not in page2.url
+    assert errors == []
+    context.close()
