@@ -39,6 +39,8 @@ class Settings(BaseModel):
     custody_kms_key_arn: str = ""
     custody_kms_previous_key_arns: tuple[str, ...] = ()
     custody_key: str = Field(default="", repr=False)
+    # the Cognito hosted UI's sign-in address for the dashboard page ("" = none: the page takes a pasted token)
+    signin_url: str = Field(default="", pattern=r"^(https://\S+)?$")
 
 
 _ENV = {
@@ -62,6 +64,7 @@ _ENV = {
     "custody_kms_key_arn": "TESTBUY_CUSTODY_KMS_KEY_ARN",
     "custody_kms_previous_key_arns": "TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS",
     "custody_key": "TESTBUY_CUSTODY_KEY",
+    "signin_url": "TESTBUY_SIGNIN_URL",
 }
 
 

@@ -286,13 +286,23 @@
     if (embedded) { render(embedded); return; }
     var p = params();
     var token = p.token || p.id_token || sessionStorage.getItem("testbuy.token");
-    var program = p.program || sessionStorage.getItem("testbuy.program");
+    // the hosted UI gives back the state it was sent: the programme typed before signing in
+    var program = p.program || p.state || sessionStorage.getItem("testbuy.program");
     if (p.token || p.id_token) {
       sessionStorage.setItem("testbuy.token", token);
       // the token leaves the address bar (and any screenshot or bookmark of it); the programme stays
       history.replaceState(null, "", location.pathname + location.search + (program ? "#program=" + encodeURIComponent(program) : ""));
     }
     var form = document.getElementById("signin");
+    var signin = document.body.getAttribute("data-signin");
+    if (signin) {  // in AWS: the Cognito hosted UI, which returns here with #id_token=
+      var link = el("a", { id: "signin-link", href: signin }, ["Sign in with your testbuy account"]);
+      link.addEventListener("click", function () {
+        var pr = document.getElementById("f-program").value.trim();
+        if (pr) { link.setAttribute("href", signin + "&state=" + encodeURIComponent(pr)); }
+      });
+      form.insertBefore(el("p", {}, [link, " (then the programme is all the form needs)"]), form.firstChild);
+    }
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var pr = document.getElementById("f-program").value.trim();
