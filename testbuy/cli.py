@@ -144,5 +144,19 @@ def reconcile(
     raise typer.Exit(0 if body.get("reconciled") else 1)
 
 
+@app.command()
+def report(
+    program_id: str = typer.Option(..., "--program", help="the programme's id"),
+    api_url: str = typer.Option(..., envvar="TESTBUY_API_URL"),
+    token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
+    out: Path | None = typer.Option(None, help="where the HTML file goes (default report-<program>.html)"),
+) -> None:
+    """Write one self-contained HTML report of a programme (opens with no server); prints its path."""
+    from testbuy.report import write_report
+
+    data = _get(api_url, token_value, f"/programs/{urllib.parse.quote(program_id, safe='')}/dashboard")
+    print(write_report(data, out or Path(f"report-{program_id}.html")).resolve())
+
+
 def main() -> None:
     app()
