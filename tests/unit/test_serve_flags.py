@@ -3,6 +3,7 @@ values refused; the banner is plain lines; its signing recipe, run in a shell, s
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def test_banner_is_plain_lines_naming_the_secret_and_the_token() -> None:
 def test_the_printed_signing_recipe_signs_as_the_api_verifies(tmp_path: Path) -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     (tmp_path / ".testbuy").mkdir()
-    (tmp_path / ".testbuy/local.json").write_text('{"webhook_secret": "%s"}' % secret)
+    (tmp_path / ".testbuy/local.json").write_text(json.dumps({"webhook_secret": secret}))
     body = b'{"order_id": "ord-1", "status": "delivered"}\n'
     (tmp_path / "body.json").write_bytes(body)
     lines = banner(ServeOptions(), INFO, Path("x"), "m", None)
