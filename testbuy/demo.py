@@ -253,7 +253,7 @@ def _programme(cfg: DemoConfig, progress: _Progress, pm: ApiClient, fin: ApiClie
             finished = view["status"] in ("completed", "failed")
             progress.update(
                 bar,
-                f"round {n + 1}/{cfg.rounds} {view['status']}: " + " ".join(f"{k}={v}" for k, v in by.items()),
+                " ".join([f"round {n + 1}/{cfg.rounds} {view['status']}:", *(f"{k}={v}" for k, v in by.items())]),
                 view["settled"],
                 view["sampled"] or None,
                 force=finished,
