@@ -11,6 +11,7 @@ token, how to sign a delivery.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import threading
 from dataclasses import dataclass
@@ -95,13 +96,15 @@ def banner(opts: ServeOptions, info: StackInfo, state_file: Path, market: str, s
         lines.append("Labs: none (--no-labs): post verdicts yourself with a lab token (--role lab --lab-id LAB).")
     lines += [
         "Webhook secret: the 'webhook_secret' field of the state file (Standard Webhooks, whsec_<base64>).",
-        "Sign a delivery (Standard Webhooks): POST {API URL}/webhooks/delivery with the headers",
+        f"Sign a delivery (Standard Webhooks): POST {info.api_url}/webhooks/delivery with the headers",
         "  webhook-id: a unique message id, e.g. msg_<marketplace order id>_delivered",
         "  webhook-timestamp: the Unix time in seconds",
         "  webhook-signature: v1,<base64 HMAC-SHA256 over '<id>.<timestamp>.<raw body>' with the key",
         "  base64-decoded from the secret after 'whsec_'.",
         "  In a shell (body in body.json):",
-        '  SECRET=$(python3 -c \'import json;print(json.load(open(".testbuy/local.json"))["webhook_secret"])\')',
+        "  SECRET=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))[\"webhook_secret\"])' "
+        + shlex.quote(str(state_file.resolve()))
+        + ")",
         "  ID=msg_$(date +%s%N); TS=$(date +%s)",
         "  KEY=$(printf %s \"${SECRET#whsec_}\" | base64 -d | od -An -v -tx1 | tr -d ' \\n')",
         '  SIG=$( (printf %s "$ID.$TS."; cat body.json) | openssl dgst -sha256 -mac HMAC -macopt hexkey:$KEY -binary'

@@ -70,11 +70,11 @@ def test_banner_is_plain_lines_naming_the_secret_and_the_token() -> None:
 
 def test_the_printed_signing_recipe_signs_as_the_api_verifies(tmp_path: Path) -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    (tmp_path / ".testbuy").mkdir()
-    (tmp_path / ".testbuy/local.json").write_text(json.dumps({"webhook_secret": secret}))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state/local.json").write_text(json.dumps({"webhook_secret": secret}))
     body = b'{"order_id": "ord-1", "status": "delivered"}\n'
     (tmp_path / "body.json").write_bytes(body)
-    lines = banner(ServeOptions(), INFO, Path("x"), "m", None)
+    lines = banner(ServeOptions(), INFO, tmp_path / "state/local.json", "m", None)
     start = lines.index("  In a shell (body in body.json):") + 1
     recipe = [line.strip() for line in lines[start : start + 4]]
     script = "\n".join([*recipe, "ID=msg_fixed; TS=1700000000", *recipe[2:], 'echo "v1,$SIG"'])
