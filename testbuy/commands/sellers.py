@@ -365,3 +365,58 @@ def import_sellers(
                 table.add_row(str(r.line), r.seller_id or "-", r.field, r.reason)
             out.print(table)
     raise typer.Exit(NEGATIVE if rejected else OK)
+
+
+SAMPLE_SELLERS = 500
+SAMPLE_SEED = 42
+
+
+def write_sample(path: Path, count: int, seed: int) -> int:
+    """The sellers of the seeded simulated world (``testbuy.sim.world.generate(count, seed)``) as the platform
+    knows them (signals, never the truth), as CSV or JSON lines by the file's extension."""
+    from testbuy.sim.world import generate
+
+    payload = generate(count, seed).import_payload()
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        path.write_text("".join(json.dumps(row) + "\n" for row in payload))
+        return len(payload)
+    kinds = _signal_kinds()
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["seller_id", "category", "expected_cost", "linked_sellers", *kinds])
+        for row in payload:
+            signals = row.get("signals") or {}
+            writer.writerow(
+                [
+                    row["seller_id"],
+                    row["category"],
+                    row["expected_cost"],
+                    ";".join(row.get("linked_sellers") or []),
+                    *(
+                        ""
+                        if signals.get(k) is None
+                        else (str(signals[k]).lower() if kinds[k] == "bool" else signals[k])
+                        for k in kinds
+                    ),
+                ]
+            )
+    return len(payload)
+
+
+@sellers.command("sample")
+def sample(
+    file: Path = typer.Argument(..., dir_okay=False, help="where to write: .csv or .jsonl"),
+    count: int = typer.Option(SAMPLE_SELLERS, min=1, help="how many sellers"),
+    seed: int = typer.Option(SAMPLE_SEED, help="the simulated world's seed"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write a seller file to try testbuy with: the sellers of the seeded simulated marketplace (the one the local
+    stack runs with the same count and seed)."""
+    if file.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
+        fail(USAGE, f"{file}: name a .csv or .jsonl file", as_json=as_json)
+    n = write_sample(file, count, seed)
+    if as_json:
+        emit_json({"file": str(file), "sellers": n, "seed": seed})
+    else:
+        err.print(f"{n} sellers (seed {seed}) written to", soft_wrap=True)
+        print(file)
