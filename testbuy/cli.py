@@ -134,6 +134,7 @@ app.add_typer(_events.events, name="events")
 app.command("metrics")(_roles.metrics)
 app.command("spend")(_roles.spend)
 app.command("reconcile")(_roles.reconcile)
+app.command("config")(_roles.config)
 
 
 def main() -> None:

@@ -167,8 +167,8 @@ def tail(
             as_json=as_json,
             details=[{"message": p} for p in problems],
         )
-    if not as_json:
-        err.print(f"listening on {bus} (queue and rule {t.name}); Ctrl-C to stop and remove them", soft_wrap=True)
+    # on stderr even with --json (stdout carries the events only): a script can wait for this line
+    err.print(f"listening on {bus} (queue and rule {t.name}); Ctrl-C to stop and remove them", soft_wrap=True)
     count = 0
     deadline = None if seconds is None else time.monotonic() + seconds
     try:

@@ -352,19 +352,24 @@ def rounds_orders(
     if as_json:
         emit_json({"program_id": program_id, "round_id": round_id, "status": status, "orders": orders})
         return
-    table = Table(title=f"round {round_id}: {len(orders)} orders" + (f" {status}" if status else ""))
-    for col in ("order_id", "seller_id", "category", "status", "lab", "verdict", "updated_at"):
-        table.add_column(col, overflow="fold")
-    for o in orders:
-        table.add_row(
-            o["order_id"],
-            o["seller_id"],
-            o["category"],
-            o["status"],
-            o["lab_id"] or "-",
-            o["verdict"] or "-",
-            o["updated_at"],
-        )
+    cols = ("order_id", "seller_id", "category", "status", "lab_id", "verdict", "updated_at")
+    rows = [[str(o.get(c) or "-") for c in cols] for o in orders]
+    _rows(f"round {round_id}: {len(orders)} orders" + (f" {status}" if status else ""), cols, rows)
+
+
+def _rows(title: str, cols: tuple[str, ...], rows: list[list[str]]) -> None:
+    """A table in a terminal; elsewhere (a pipe, a file, CI) tab-separated lines with a header, never wrapped, so
+    ids can be cut out of them."""
+    if not out.is_terminal:
+        print("\t".join(cols))
+        for r in rows:
+            print("\t".join(r))
+        return
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, no_wrap=col.endswith("_id"))
+    for r in rows:
+        table.add_row(*r)
     out.print(table)
 
 
@@ -443,6 +448,8 @@ def _lab(api_url: str | None, token: str | None, profile: str | None, as_json: b
 @lab.command("queue")
 def lab_queue(
     lab_id: str | None = LAB_OPT,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print the order ids only, one a line, oldest first"),
+    limit: int | None = typer.Option(None, min=1, help="the oldest N samples only"),
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
     api_url: str | None = API_OPT,
@@ -454,15 +461,18 @@ def lab_queue(
     if not lab_id:
         fail(USAGE, "which lab? pass --lab-id (or set TESTBUY_LAB_ID)", as_json=as_json)
     body = api.call("GET", f"/labs/{q(lab_id)}/queue")
+    if limit is not None:
+        body = {**body, "samples": body["samples"][:limit]}
     if as_json:
         emit_json(body)
         return
-    table = Table(title=f"lab {lab_id}: {len(body['samples'])} samples waiting")
-    for col in ("order_id", "seller_id", "category", "status", "delivered_at"):
-        table.add_column(col, overflow="fold")
-    for s in body["samples"]:
-        table.add_row(s["order_id"], s["seller_id"], s["category"], s["status"], s["delivered_at"] or "-")
-    out.print(table)
+    if quiet:
+        for s in body["samples"]:
+            print(s["order_id"])
+        return
+    cols = ("order_id", "seller_id", "category", "status", "delivered_at")
+    rows = [[str(x.get(c) or "-") for c in cols] for x in body["samples"]]
+    _rows(f"lab {lab_id}: {len(rows)} samples waiting", cols, rows)
 
 
 @lab.command("verdict")
@@ -578,3 +588,52 @@ def lab_evidence(
         emit_json(body)
     else:
         print(body["sha256"])
+
+
+# -------------------------------------------------------------------------------------------------------- config
+KEYS = ("api_url", "token", "lab_id", "event_bus", "aws_endpoint_url")
+
+
+def config(
+    get: str | None = typer.Option(None, "--get", help=f"print one value only: one of {', '.join(KEYS)}"),
+    role: str = typer.Option(PM, help="the role a locally minted token would have"),
+    lab_id: str | None = LAB_OPT,
+    as_json: bool = JSON_OPT,
+    profile: str | None = PROFILE_OPT,
+    api_url: str | None = API_OPT,
+    token: str | None = TOKEN_OPT,
+) -> None:
+    """Show the configuration a command would use and where each value comes from (the token is not printed unless
+    asked for with --get token)."""
+    from testbuy.profiles import ConfigError, config_path, resolve
+
+    if get is not None and get not in KEYS:
+        fail(USAGE, f"--get takes one of {list(KEYS)}", as_json=as_json)
+    try:
+        s = resolve(api_url=api_url, token=token, profile=profile, role=role, lab_id=lab_id)
+    except ConfigError as exc:
+        fail(USAGE, str(exc), as_json=as_json)
+    values = {
+        "api_url": s.api_url,
+        "token": s.token,
+        "lab_id": s.lab_id,
+        "event_bus": s.event_bus,
+        "aws_endpoint_url": s.aws_endpoint_url,
+    }
+    if get is not None:
+        value = values[get]
+        if value is None:
+            fail(USAGE, f"{get} is not configured", as_json=as_json)
+        print(value)
+        return
+    shown = {
+        **{k: v for k, v in values.items() if k != "token"},
+        "api_url_from": s.api_url_from,
+        "token_from": s.token_from,
+        "profile_file": str(config_path()),
+        "local_stack": (s.local or {}).get("state_file"),
+    }
+    if as_json:
+        emit_json(shown)
+    else:
+        _kv("configuration", list(shown.items()))
