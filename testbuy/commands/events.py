@@ -159,6 +159,9 @@ def tail(
     t = Tail(boto3.client("events", **kwargs), boto3.client("sqs", **kwargs), bus, pattern(detail_type, program_id))
     try:
         t.open()
+    except KeyboardInterrupt:
+        t.close()
+        raise typer.Exit(OK) from None
     except Exception as exc:
         problems = t.close()
         fail(

@@ -135,8 +135,8 @@ def programs_fund(
     program_id: str = typer.Argument(..., help="programme id"),
     amount: int = typer.Option(..., help="integer minor units"),
     currency: str | None = typer.Option(None, help="default: the programme's currency"),
-    reference: str | None = typer.Option(
-        None, help="idempotency key, e.g. a finance ticket (default: derived from programme and amount)"
+    reference: str = typer.Option(
+        ..., help="idempotency key, e.g. a finance ticket: the same reference twice adds the funds once"
     ),
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
@@ -147,7 +147,7 @@ def programs_fund(
     api = connect(api_url=api_url, token=token, profile=profile, as_json=as_json, role=PM)
     if currency is None:
         currency = api.call("GET", f"/programs/{q(program_id)}")["currency"]
-    ref = reference or f"cli-{amount}-{currency}"
+    ref = reference
     funded = api.call(
         "POST", f"/programs/{q(program_id)}/funding", {"amount": amount, "currency": currency, "reference": ref}
     )

@@ -216,7 +216,19 @@ def test_http_errors_map_to_exit_codes_and_show_code_and_field(fake_api: FakeApi
         {"error": {"code": f"code_{status}", "message": "refused", "details": [{"field": "amount", "message": "bad"}]}},
     )
     result = run(
-        "programs", "fund", "prg-1", "--amount", "5", "--currency", "EUR", "--api-url", fake_api.url, "--token", "t"
+        "programs",
+        "fund",
+        "prg-1",
+        "--amount",
+        "5",
+        "--currency",
+        "EUR",
+        "--reference",
+        "r1",
+        "--api-url",
+        fake_api.url,
+        "--token",
+        "t",
     )
     assert result.exit_code == code
     assert f"code_{status}" in result.stderr and "amount" in result.stderr
@@ -228,6 +240,8 @@ def test_http_errors_map_to_exit_codes_and_show_code_and_field(fake_api: FakeApi
         "5",
         "--currency",
         "EUR",
+        "--reference",
+        "r1",
         "--json",
         "--api-url",
         fake_api.url,
@@ -586,3 +600,137 @@ def test_round_orders_service_filters_by_status_and_pages_by_order_id() -> None:
     assert "persona_id" not in everything["orders"][0]
     with pytest.raises(NotFound):
         round_orders(w.deps, "prg-other", "rnd-test")
+
+
+def test_funding_needs_a_reference_and_takes_the_programmes_currency(fake_api: FakeApi) -> None:
+    base = ["programs", "fund", "prg-1", "--amount", "700", "--api-url", fake_api.url, "--token", "t"]
+    missing = run(*base)
+    assert missing.exit_code == 2 and "--reference" in missing.output and fake_api.requests == []
+
+    def answer(m: str, p: str, q: Any, b: Any) -> tuple[int, Any]:
+        return (200, PROGRAM) if m == "GET" else (200, {"program_id": "prg-1", "balance": PROGRAM["balance"]})
+
+    fake_api.handler = answer
+    assert run(*base, "--reference", "fin-7").exit_code == 0
+    assert fake_api.requests[-1]["body"] == {"amount": 700, "currency": "EUR", "reference": "fin-7"}
+
+
+# -------------------------------------------------------------------------------------------------------- labs
+def test_lab_commands_send_what_the_routes_take(fake_api: FakeApi, tmp_path: Path) -> None:
+    import hashlib
+
+    photo = tmp_path / "label.jpg"
+    photo.write_bytes(b"a photo")
+    sha = hashlib.sha256(b"a photo").hexdigest()
+
+    def answer(m: str, p: str, q: Any, b: Any) -> tuple[int, Any]:
+        if p.endswith("/queue"):
+            return 200, {"lab_id": "lab-1", "samples": [{"order_id": f"o{i}"} for i in range(3)]}
+        if p.endswith("/evidence"):
+            return 201, {"sha256": sha, "bytes": 7, "media_type": b["media_type"]}
+        if p.endswith("/verdict"):
+            return 201, {**b, "order_id": "o1", "recorded_at": "2026-01-01T00:00:00Z"}
+        return 404, {"error": {"code": "not_found", "message": "no sample o1 for this lab", "details": None}}
+
+    fake_api.handler = answer
+    conn = ["--api-url", fake_api.url, "--token", "t"]
+    queue = run("lab", "queue", "--lab-id", "lab-1", "-q", "--limit", "2", *conn)
+    assert (queue.exit_code, queue.stdout) == (0, "o0\no1\n")
+    assert fake_api.requests[-1]["path"] == "/labs/lab-1/queue"
+    evidence = run("lab", "evidence", "o1", str(photo), *conn)
+    assert (evidence.exit_code, evidence.stdout) == (0, sha + "\n")
+    assert fake_api.requests[-1]["body"]["media_type"] == "image/jpeg"
+    verdict = run("lab", "verdict", "o1", "--verdict", "counterfeit", "--evidence", sha, *conn)
+    assert verdict.exit_code == 0
+    assert fake_api.requests[-1]["body"] == {"verdict": "counterfeit", "notes": "", "evidence": [sha]}
+    before = len(fake_api.requests)
+    partial = run("lab", "custody", "o1", "--from", "courier", "--to", "lab", *conn)
+    assert partial.exit_code == 2 and "--location" in partial.stderr and len(fake_api.requests) == before
+    other_lab = run("lab", "custody", "o1", *conn)
+    assert other_lab.exit_code == 3 and "no sample o1" in other_lab.stderr
+
+
+# ------------------------------------------------------------------------------------------------- events tail
+class FakeSqs:
+    def __init__(self, bodies: list[str]) -> None:
+        self.bodies = bodies
+        self.deleted: list[str] = []
+        self.queues: set[str] = set()
+        self.policy: dict[str, Any] = {}
+
+    def create_queue(self, QueueName: str) -> dict[str, str]:
+        self.queues.add(QueueName)
+        return {"QueueUrl": f"http://sqs/{QueueName}"}
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        return {"Attributes": {"QueueArn": "arn:aws:sqs:r:1:" + QueueUrl.rsplit("/", 1)[1]}}
+
+    def set_queue_attributes(self, QueueUrl: str, Attributes: dict[str, str]) -> None:
+        self.policy = json.loads(Attributes["Policy"])
+
+    def receive_message(self, **kw: Any) -> dict[str, Any]:
+        batch, self.bodies = self.bodies[:10], self.bodies[10:]
+        return {"Messages": [{"Body": b, "MessageId": f"m{i}", "ReceiptHandle": f"r{i}"} for i, b in enumerate(batch)]}
+
+    def delete_message(self, QueueUrl: str, ReceiptHandle: str) -> None:
+        self.deleted.append(ReceiptHandle)
+
+    def delete_queue(self, QueueUrl: str) -> None:
+        self.queues.discard(QueueUrl.rsplit("/", 1)[1])
+
+
+class FakeEvents:
+    def __init__(self, fail_delete: bool = False) -> None:
+        self.rules: dict[str, Any] = {}
+        self.targets: dict[str, Any] = {}
+        self.fail_delete = fail_delete
+
+    def put_rule(self, Name: str, EventBusName: str, EventPattern: str, State: str) -> dict[str, str]:
+        self.rules[Name] = json.loads(EventPattern)
+        return {"RuleArn": f"arn:aws:events:r:1:rule/{EventBusName}/{Name}"}
+
+    def put_targets(self, Rule: str, EventBusName: str, Targets: list[dict[str, str]]) -> None:
+        self.targets[Rule] = Targets
+
+    def remove_targets(self, Rule: str, EventBusName: str, Ids: list[str]) -> None:
+        self.targets.pop(Rule)
+
+    def delete_rule(self, Name: str, EventBusName: str) -> None:
+        if self.fail_delete:
+            raise RuntimeError("AccessDenied")
+        self.rules.pop(Name)
+
+
+def envelope(event_id: str, detail_type: str = "RoundCompleted") -> str:
+    return json.dumps({"detail-type": detail_type, "detail": {"metadata": {"event_id": event_id}, "data": {}}})
+
+
+def test_tail_subscribes_dedupes_by_event_id_and_removes_what_it_created() -> None:
+    from testbuy.commands.events import Tail, pattern
+
+    sqs, events = FakeSqs([envelope("e1"), envelope("e2"), envelope("e1")]), FakeEvents()
+    tail = Tail(events, sqs, "testbuy-local", pattern("RoundCompleted", "prg-1"))
+    tail.open()
+    assert events.rules[tail.name] == {
+        "source": [{"prefix": "testbuy."}],
+        "detail-type": ["RoundCompleted"],
+        "detail": {"metadata": {"program_id": ["prg-1"]}},
+    }
+    statement = sqs.policy["Statement"][0]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"].endswith(f"/{tail.name}")
+    got = tail.poll()
+    assert [e["detail"]["metadata"]["event_id"] for e in got] == ["e1", "e2"]
+    assert sqs.deleted == ["r0", "r1", "r2"]  # the duplicate is deleted too, not redelivered
+    assert tail.close() == []
+    assert events.rules == {} and events.targets == {} and sqs.queues == set()
+
+
+def test_tail_removes_its_queue_even_when_the_rule_cannot_be_removed() -> None:
+    from testbuy.commands.events import Tail, pattern
+
+    sqs, events = FakeSqs([]), FakeEvents(fail_delete=True)
+    tail = Tail(events, sqs, "bus", pattern(None, None))
+    tail.open()
+    problems = tail.close()
+    assert len(problems) == 1 and "AccessDenied" in problems[0] and tail.name in problems[0]
+    assert sqs.queues == set()
