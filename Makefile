@@ -22,7 +22,7 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/testbuy demo
+	$(BIN)/testbuy demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -45,8 +45,9 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# make serve SERVE_ARGS='--no-labs' (or --no-marketplace, --marketplace-url URL, --lab ID, --seed N)
 serve: $(STAMP)
-	$(BIN)/testbuy serve
+	$(BIN)/testbuy serve $(SERVE_ARGS)
 
 package: $(STAMP)
 	$(BIN)/testbuy package --out build/package

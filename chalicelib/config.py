@@ -39,6 +39,8 @@ class Settings(BaseModel):
     custody_kms_key_arn: str = ""
     custody_kms_previous_key_arns: tuple[str, ...] = ()
     custody_key: str = Field(default="", repr=False)
+    # reproducible ids for a seeded local run (the demo); refused in a deployed function
+    id_seed: int | None = Field(default=None, ge=0)
 
 
 _ENV = {
@@ -62,6 +64,7 @@ _ENV = {
     "custody_kms_key_arn": "TESTBUY_CUSTODY_KMS_KEY_ARN",
     "custody_kms_previous_key_arns": "TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS",
     "custody_key": "TESTBUY_CUSTODY_KEY",
+    "id_seed": "TESTBUY_ID_SEED",
 }
 
 
@@ -93,6 +96,8 @@ def load(environ: Mapping[str, str]) -> Settings:
         # A deployed function (the Lambda runtime sets AWS_LAMBDA_FUNCTION_NAME; the local stack runs handlers
         # in-process, without it) authenticates through Cognito only: local tokens are for the embedded stack.
         raise ConfigError("TESTBUY_AUTH_MODE must be cognito in a deployed function; refusing to start")
+    if settings.id_seed is not None and environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        raise ConfigError("TESTBUY_ID_SEED is for a seeded local run; unset it in a deployed function")
     if settings.auth_mode == "local" and len(settings.token_secret.encode()) < 32:
         # RFC 7518 section 3.2: an HS256 key of at least 256 bits
         raise ConfigError("TESTBUY_TOKEN_SECRET must be at least 32 bytes when TESTBUY_AUTH_MODE=local")

@@ -3,7 +3,6 @@ over the HTTP API, a command group per role (programs, sellers, rounds, metrics,
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
@@ -29,33 +28,37 @@ def demo(
     sellers: int = typer.Option(2500, min=100, help="sellers in the simulated marketplace"),
     rounds: int = typer.Option(2, min=1, max=10),
     round_size: int = typer.Option(70, min=1, help="expected test buys per round"),
-    seed: int = typer.Option(42),
+    seed: int = typer.Option(42, min=0, help="the same seed gives the same programme, sample and estimate"),
     out: Path = typer.Option(Path(".testbuy/demo-summary.json"), help="where the JSON summary goes"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary JSON on stdout (everything else: stderr)"),
 ) -> None:
-    """Run a whole programme on the embedded local stack and print its summary."""
+    """Run a whole programme on the embedded local stack and print its summary (last line: the summary path)."""
     from testbuy.demo import DemoConfig, run_demo
 
-    _, code = run_demo(DemoConfig(sellers=sellers, rounds=rounds, round_size=round_size, seed=seed, out=out), console)
+    cfg = DemoConfig(sellers=sellers, rounds=rounds, round_size=round_size, seed=seed, out=out)
+    _, code = run_demo(cfg, Console(stderr=True) if as_json else console, as_json=as_json)
     raise typer.Exit(code)
 
 
 @app.command()
-def serve() -> None:
-    """Keep the local stack up (Ctrl-C to stop); prints the API URL, the AWS endpoint URL and the bus name."""
-    from testbuy.localstack import LocalStack
+def serve(
+    labs: bool = typer.Option(True, "--labs/--no-labs", help="simulated labs post verdicts (off: post them by hand)"),
+    lab: list[str] = typer.Option(["lab-east", "lab-west"], "--lab", help="a simulated lab id (repeat the option)"),
+    marketplace: bool = typer.Option(True, "--marketplace/--no-marketplace", help="the simulated marketplace"),
+    marketplace_url: str | None = typer.Option(None, help="a real marketplace API (turns the simulated one off)"),
+    seed: int = typer.Option(42, min=0, help="seeds the simulators' decisions"),
+) -> None:
+    """Keep the local stack up with the simulated marketplace and labs (Ctrl-C to stop); prints how to use it."""
+    from testbuy.serve import ServeOptions, run_serve
 
-    with LocalStack() as stack:
-        info = stack.info
-        assert info is not None
-        console.print(f"API URL:          {info.api_url}")
-        console.print(f"AWS endpoint URL: {info.endpoint_url}")
-        console.print(f"Event bus:        {info.bus_name}")
-        console.print("Get a token:      testbuy token --role program_manager")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            console.print("stopping")
+    try:
+        opts = ServeOptions(
+            labs=labs, lab_ids=tuple(lab), marketplace=marketplace, marketplace_url=marketplace_url, seed=seed
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    run_serve(opts)
 
 
 @app.command()

@@ -1,24 +1,35 @@
-"""`testbuy demo`: a whole programme on the embedded local stack, through the real API and state machines."""
+"""`testbuy demo`: a whole programme on the embedded local stack, through the real API and state machines.
+
+Reproducible: the same seed gives the same programme (sample, verdicts, estimate) whatever the timing. Programme and
+round ids are seeded (``LocalStack(id_seed=...)``), so order ids are too, and every decision downstream is keyed on
+them or on the seller id (``docs/decisions.md``, "A reproducible demo"); rounds run one after the other; the
+timeouts leave the simulators (delays of seconds) a wide margin. ``summary["sample"]`` lists every order with its
+outcome, so two runs can be compared exactly.
+
+Honest in any terminal: with a terminal, rich progress bars; without one, a plain progress line every few seconds.
+The last line of the output is the summary path alone; with ``as_json`` stdout carries only the summary JSON and
+everything else goes to stderr.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chalicelib.api.auth import Role, issue_token
 from testbuy.client import ApiClient
-from testbuy.localstack import LocalStack, free_port
+from testbuy.localstack import LocalStack
 from testbuy.sim.enforcement import EnforcementSubscriber
-from testbuy.sim.lab import LabSim
-from testbuy.sim.marketplace import MarketplaceSim
+from testbuy.sim.runner import SimOptions, Simulators
 from testbuy.sim.world import generate
 
 
@@ -29,58 +40,119 @@ class DemoConfig:
     round_size: int = 70
     seed: int = 42
     labs: tuple[str, ...] = ("lab-east", "lab-west")
+    # Lost parcels (drawn per seller) end on the delivery timeout; a delivered parcel arrives within seconds
+    # (seconds_per_day x delivery days), so 90 s never races a delivery. The simulated labs never lose a verdict:
+    # the verdict and round timeouts only bound a broken run and are set far beyond any lab's turnaround, so a slow
+    # lab changes the wall time, never which orders get a verdict.
     delivery_timeout_s: int = 90
-    verdict_timeout_s: int = 120
-    round_timeout_s: int = 600
+    verdict_timeout_s: int = 900
+    round_timeout_s: int = 1800
     max_jitter_s: int = 3
     out: Path = Path(".testbuy/demo-summary.json")
     isolated: bool = True  # moto + Lambda handlers in a child process: both cores
+    # wall time only (tests vary them and expect the same programme)
+    seconds_per_day: float = 0.2
+    lab_think_seconds: float = 0.0
+    lab_shuffle_queue: bool = False
+    progress_every_s: float = 5.0  # without a terminal: a plain progress line this often
 
 
-def run_demo(cfg: DemoConfig, console: Console | None = None) -> tuple[dict[str, Any], int]:
-    """Run the programme; return (summary, exit code). Exit code 1 if the ledger does not reconcile or orders stick."""
-    con = console or Console()
+class _Progress:
+    """Rich bars on a terminal; otherwise a plain line (never wrapped, flushed) at most every ``every`` seconds."""
+
+    def __init__(self, con: Console, out: IO[str], every: float) -> None:
+        self.con = con
+        self.out = out
+        self.every = every
+        self.tty = con.is_terminal
+        self._rich: Progress | None = None
+        self._last = 0.0
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            self._rich = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.con,
+                transient=False,
+            )
+            self._rich.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+
+    def line(self, text: str) -> None:
+        if self._rich is not None:
+            self._rich.console.print(text, soft_wrap=True)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def task(self, description: str, total: int | None) -> TaskID | None:
+        self._last = 0.0
+        return self._rich.add_task(description, total=total) if self._rich is not None else None
+
+    def update(
+        self, task: TaskID | None, description: str, completed: int, total: int | None, force: bool = False
+    ) -> None:
+        if self._rich is not None and task is not None:
+            self._rich.update(task, description=description, completed=completed, total=total)
+            return
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            self._last = now
+            print(f"{description} ({completed}/{total if total is not None else '?'})", file=self.out, flush=True)
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool = False) -> tuple[dict[str, Any], int]:
+    """Run the programme; return (summary, exit code). Exit code 1 if the ledger does not reconcile or orders stick.
+
+    ``as_json``: stdout gets the summary JSON alone; progress, messages and the summary path go to stderr."""
+    text_out: IO[str] = sys.stderr if as_json else sys.stdout
+    con = console or Console(stderr=as_json)
     started = time.monotonic()
     world = generate(cfg.sellers, cfg.seed)
-    market_port = free_port()
-    with LocalStack(marketplace_url=f"http://127.0.0.1:{market_port}", isolated=cfg.isolated) as stack:
+    sims = Simulators(
+        SimOptions(
+            seed=cfg.seed,
+            sellers=cfg.sellers,
+            labs=cfg.labs,
+            seconds_per_day=cfg.seconds_per_day,
+            lab_think_seconds=cfg.lab_think_seconds,
+            lab_shuffle_queue=cfg.lab_shuffle_queue,
+        ),
+        world=world,
+    )
+    with (
+        LocalStack(marketplace_url=sims.marketplace_url, isolated=cfg.isolated, id_seed=cfg.seed) as stack,
+        _Progress(con, text_out, cfg.progress_every_s) as progress,
+    ):
         info = stack.info
-        assert info is not None
-        market = MarketplaceSim(world=world, api_url=info.api_url, webhook_secret=info.webhook_secret, seed=cfg.seed)
-        market.start(market_port)
-        labs = [
-            LabSim(
-                api_url=info.api_url,
-                lab_id=lab,
-                token=issue_token(info.token_secret, Role.LAB, f"tech@{lab}", lab),
-                truth=market.item_truth,
-                seed=cfg.seed,
-            )
-            for lab in cfg.labs
-        ]
-        for lab in labs:
-            lab.start()
+        assert info is not None  # nosec B101 # set by start()
+        sims.start(info)
         subscriber = EnforcementSubscriber(stack.client("sqs"), info.queues["enforcement"], info.queues["archive"])
         subscriber.start()
-        con.print(
-            f"[bold]testbuy[/] local stack up: API {info.api_url}  AWS endpoint {info.endpoint_url}  "
-            f"bus {info.bus_name}"
+        progress.line(
+            f"testbuy local stack up: API {info.api_url}  AWS endpoint {info.endpoint_url}  bus {info.bus_name}"
         )
         pm = ApiClient(info.api_url, issue_token(info.token_secret, Role.PROGRAM_MANAGER, "pm@governance"))
         fin = ApiClient(info.api_url, issue_token(info.token_secret, Role.FINANCE, "finance@governance"))
         try:
-            summary = _programme(cfg, con, pm, fin, world)
+            summary = _programme(cfg, progress, pm, fin, world)
+            summary["sample"] = _sample(stack, info.env["TESTBUY_DATA_TABLE"], summary.pop("round_ids"))
         finally:
-            for lab in labs:
-                lab.stop()
+            sims.stop_labs()
             time.sleep(1.0)
             subscriber.drain()
             subscriber.stop()
-            market.stop()
+            sims.stop()
         summary["events_received"] = subscriber.received
         summary["events_by_type"] = dict(sorted(subscriber.all_events.items()))
         summary["enforcement_actions"] = dict(sorted(subscriber.actions.items()))
-        summary["lab_errors"] = sum(len(lab.errors) for lab in labs)
+        summary["lab_errors"] = sims.lab_errors
     stats: dict[str, Any] = (
         {"invocations": stack.bridge.invocations, "seconds": stack.bridge.seconds, "calls": stack.bridge.calls}
         if stack.bridge
@@ -92,16 +164,49 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> tuple[dict[str,
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
     summary["orders_per_second"] = round(summary["orders"]["placed"] / summary["wall_seconds"], 3)
     ok = summary["ledger"]["reconciled"] and summary["orders"]["stuck"] == 0
-    _render(con, summary)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    else:
+        _render(con, summary)
     if not ok:
-        con.print("[bold red]FAILED[/]: the ledger does not reconcile or orders are stuck (see above).")
-    con.print(f"summary written to {cfg.out.resolve()}")
+        print("FAILED: the ledger does not reconcile or orders are stuck (see the summary).", file=text_out, flush=True)
+    # plain, unwrapped, last: a script reads the path with `tail -n 1`
+    print("summary written to:", file=text_out, flush=True)
+    print(str(cfg.out.resolve()), file=sys.stderr if as_json else sys.stdout, flush=True)
     return summary, 0 if ok else 1
 
 
-def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, world: Any) -> dict[str, Any]:
+def _sample(stack: LocalStack, table: str, round_ids: list[str]) -> list[dict[str, Any]]:
+    """Every order of the programme with its outcome, in (round, order id) order: what two runs of one seed must
+    share exactly."""
+    from chalicelib.adapters.store_dynamodb import DynamoOrders
+
+    orders = DynamoOrders(stack.client("dynamodb"), table)
+    out = []
+    for n, rid in enumerate(round_ids, start=1):
+        for o in sorted(orders.list_round_orders(rid), key=lambda o: o.order_id):
+            out.append(
+                {
+                    "round": n,
+                    "order_id": o.order_id,
+                    "seller_id": o.seller_id,
+                    "pi": o.pi,
+                    "exploration": o.exploration,
+                    "status": o.status.value,
+                    "lab_id": o.lab_id,
+                    "price": o.price,
+                    "refunded": o.refunded,
+                    "verdict": o.verdict.value if o.verdict else None,
+                    "failure": o.failure,
+                }
+            )
+    return out
+
+
+def _programme(cfg: DemoConfig, progress: _Progress, pm: ApiClient, fin: ApiClient, world: Any) -> dict[str, Any]:
     now = datetime.now(UTC)
     mean_cost = sum(s.expected_cost for s in world.sellers) / len(world.sellers)
     funds = int(cfg.rounds * cfg.round_size * mean_cost * 1.15 * 1.1)
@@ -128,35 +233,34 @@ def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, wor
     pid = program["program_id"]
     fin.call("POST", f"/programs/{pid}/funding", {"amount": funds, "currency": "CNY", "reference": "fy2026-q4"})
     payload = world.import_payload()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=con,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("importing sellers", total=len(payload))
-        for start in range(0, len(payload), 500):
-            pm.call("POST", f"/programs/{pid}/sellers", {"sellers": payload[start : start + 500]})
-            progress.advance(task, len(payload[start : start + 500]))
-        for n in range(cfg.rounds):
-            rnd = pm.call("POST", f"/programs/{pid}/rounds", {"seed": cfg.seed * 1000 + n})
-            rid = rnd["round_id"]
-            bar = progress.add_task(f"round {n + 1}: sampling", total=None)
-            deadline = time.monotonic() + cfg.round_timeout_s + 60
-            while time.monotonic() < deadline:
-                view = pm.call("GET", f"/programs/{pid}/rounds/{rid}")
-                by = view["orders_by_status"]
-                progress.update(
-                    bar,
-                    total=view["sampled"] or None,
-                    completed=view["settled"],
-                    description=f"round {n + 1}: " + " ".join(f"{k}={v}" for k, v in by.items()),
-                )
-                if view["status"] in ("completed", "failed"):
-                    break
-                time.sleep(0.5)
+    round_ids: list[str] = []
+    task = progress.task("importing sellers", total=len(payload))
+    for start in range(0, len(payload), 500):
+        pm.call("POST", f"/programs/{pid}/sellers", {"sellers": payload[start : start + 500]})
+        done = min(start + 500, len(payload))
+        progress.update(task, "importing sellers", done, len(payload), force=done == len(payload))
+    for n in range(cfg.rounds):
+        # one round at a time: a round's learned risk reads the verdicts of the rounds before it, so it starts only
+        # once the previous round has completed (every order settled, its verdict in)
+        rnd = pm.call("POST", f"/programs/{pid}/rounds", {"seed": cfg.seed * 1000 + n})
+        rid = rnd["round_id"]
+        round_ids.append(rid)
+        bar = progress.task(f"round {n + 1}: sampling", total=None)
+        deadline = time.monotonic() + cfg.round_timeout_s + 60
+        while time.monotonic() < deadline:
+            view = pm.call("GET", f"/programs/{pid}/rounds/{rid}")
+            by = view["orders_by_status"]
+            finished = view["status"] in ("completed", "failed")
+            progress.update(
+                bar,
+                " ".join([f"round {n + 1}/{cfg.rounds} {view['status']}:", *(f"{k}={v}" for k, v in by.items())]),
+                view["settled"],
+                view["sampled"] or None,
+                force=finished,
+            )
+            if finished:
+                break
+            time.sleep(0.5)
     metrics = pm.call("GET", f"/programs/{pid}/metrics")
     recon = fin.call("GET", f"/programs/{pid}/reconciliation")
     spend = fin.call("GET", f"/programs/{pid}/spend?group_by=round")
@@ -170,6 +274,8 @@ def _programme(cfg: DemoConfig, con: Console, pm: ApiClient, fin: ApiClient, wor
     est = metrics["estimate"] or {}
     return {
         "program_id": pid,
+        "round_ids": round_ids,
+        "seed": cfg.seed,
         "currency": "CNY",
         "sellers": len(world.sellers),
         "rounds": metrics["rounds"],

@@ -92,10 +92,13 @@ class LocalStack:
         marketplace_url: str | None = None,
         *,
         isolated: bool = False,
+        id_seed: int | None = None,
     ) -> None:
         """``isolated=True`` runs moto and the Lambda handlers in a child process (both cores; see
-        ``testbuy.stack_process``); the marketplace URL must then be known up front."""
+        ``testbuy.stack_process``); the marketplace URL must then be known up front. ``id_seed`` makes programme and
+        round ids reproducible (``chalicelib.adapters.system.SeededIds``: the demo)."""
         self.stage = stage
+        self.id_seed = id_seed
         self.isolated = isolated
         self._child: subprocess.Popen[str] | None = None
         self.bridge_stats: dict[str, Any] = {}
@@ -154,6 +157,10 @@ class LocalStack:
                 "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "ERROR"),
             }
         )
+        if self.id_seed is not None:
+            env["TESTBUY_ID_SEED"] = str(self.id_seed)
+        else:
+            os.environ.pop("TESTBUY_ID_SEED", None)
         os.environ.update(env)
         chalice_app = load_app()
         if self.isolated:
@@ -186,13 +193,18 @@ class LocalStack:
             token_secret=token_secret,
             webhook_secret=webhook_secret,
         )
-        (self.workdir / "local.json").write_text(
+        state = self.workdir / "local.json"
+        state.touch(mode=0o600)
+        state.chmod(0o600)  # it holds the stack's token and webhook secrets
+        state.write_text(
             json.dumps(
                 {
                     "api_url": api_url,
                     "endpoint_url": endpoint,
                     "bus_name": self.info.bus_name,
                     "token_secret": token_secret,
+                    "webhook_secret": webhook_secret,
+                    "marketplace_url": self.marketplace_url,
                     "pid": os.getpid(),
                 },
                 indent=2,
@@ -202,6 +214,11 @@ class LocalStack:
 
         publish_state(self.stage, json.loads((self.workdir / "local.json").read_text()))
         return self.info
+
+    @property
+    def state_file(self) -> Path:
+        """Where the running stack's URLs and secrets are (``testbuy token`` reads it)."""
+        return self.workdir / "local.json"
 
     def _handler_env(self) -> dict[str, str]:
         """What the handlers read, computed from the description (names and ARNs are deterministic)."""

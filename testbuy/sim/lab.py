@@ -23,11 +23,16 @@ class LabSim:
     inconclusive_rate: float = 0.03
     poll_seconds: float = 0.3
     seed: int = 11
+    # wall-clock only, never a decision (the verdict is keyed on (seed, order id)): examine the queue in a random
+    # order and wait a random 0..think_seconds per parcel (tests vary timing with these and expect the same verdicts)
+    shuffle_queue: bool = False
+    think_seconds: float = 0.0
     verdicts: int = 0
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
+        self._timing = random.Random()  # nosec B311 # timing noise only, deliberately unseeded
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"lab-{self.lab_id}")
 
     def start(self) -> None:
@@ -95,7 +100,12 @@ class LabSim:
             try:
                 status, body = self.call("GET", f"/labs/{self.lab_id}/queue")
                 if status == 200:
-                    for sample in body["samples"]:
+                    samples = list(body["samples"])
+                    if self.shuffle_queue:
+                        self._timing.shuffle(samples)
+                    for sample in samples:
+                        if self.think_seconds and self._stop.wait(self._timing.uniform(0, self.think_seconds)):
+                            break
                         self.examine(sample["order_id"])
             except (OSError, KeyError) as exc:
                 self.errors.append(repr(exc))

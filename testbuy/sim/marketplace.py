@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from chalicelib.api.auth import sign_webhook
-from testbuy.sim.world import World
+from testbuy.sim.world import SimSeller, World, synth_seller
 
 
 @dataclass
@@ -88,6 +88,7 @@ class MarketplaceSim:
     seconds_per_day: float = 0.2
     transient_failure_rate: float = 0.05
     seed: int = 7
+    accept_unknown_sellers: bool = False  # `testbuy serve`: a user's own sellers get a seeded behaviour
     orders: dict[str, SimOrder] = field(default_factory=dict)
     webhooks_sent: int = 0
     webhook_failures: int = 0
@@ -195,9 +196,19 @@ class MarketplaceSim:
                 return 200, {"refunded": order.refunded}
         return 404, {"error": "no such route"}
 
+    def seller(self, seller_id: str, max_price: int) -> SimSeller | None:
+        """The world's seller, or (``accept_unknown_sellers``) one drawn from (seed, seller id) whose expected cost
+        is what the order's reservation implies (max_price = cost + the 15% margin), remembered for its truth."""
+        with self._lock:
+            known = self._by_seller.get(seller_id)
+            if known is None and self.accept_unknown_sellers:
+                known = synth_seller(self.seed, seller_id, max(1, int(max_price / 1.15)))
+                self._by_seller[seller_id] = known
+            return known
+
     def place(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         client_id = str(body["client_order_id"])
-        seller = self._by_seller.get(str(body["seller_id"]))
+        seller = self.seller(str(body["seller_id"]), int(body["max_price"]))
         if seller is None:
             return 400, {"error": "unknown seller"}
         with self._lock:
@@ -274,5 +285,6 @@ class MarketplaceSim:
             order = next((o for o in self.orders.values() if o.client_order_id == client_order_id), None)
         if order is None:
             raise KeyError(client_order_id)
-        seller = self._by_seller[order.seller_id]
+        with self._lock:
+            seller = self._by_seller[order.seller_id]
         return seller.sells_fakes, seller.service, seller.delivery_days

@@ -7,6 +7,7 @@ lost parcels, refusals (a seller spotting the buyer) and service quality are dra
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -124,3 +125,25 @@ def _with_links(s: SimSeller, links: tuple[str, ...]) -> SimSeller:
     from dataclasses import replace
 
     return replace(s, linked_sellers=links)
+
+
+def synth_seller(seed: int, seller_id: str, expected_cost: int, category: str | None = None) -> SimSeller:
+    """A seller the world did not generate (imported by a user of ``testbuy serve``): its truth and behaviour drawn
+    from a generator keyed on (seed, seller id), so the same seller behaves the same in every run and whatever
+    order requests arrive in. Signals are not drawn: the platform's data about it is whatever the user imported."""
+    rng = random.Random(hashlib.sha256(f"{seed}|seller|{seller_id}".encode()).hexdigest())
+    cats = list(CATEGORIES)
+    cat = category if category in CATEGORIES else rng.choices(cats, [CATEGORIES[c][0] for c in cats])[0]
+    fake = rng.random() < CATEGORIES[cat][1]
+    return SimSeller(
+        seller_id=seller_id,
+        category=cat,
+        expected_cost=max(1, expected_cost),
+        sells_fakes=fake,
+        signals={},
+        linked_sellers=(),
+        delivery_days=max(1, int(rng.gauss(5, 2.5))),
+        service=(rng.randint(2, 5), rng.randint(1 if fake else 3, 5), rng.randint(2, 5)),
+        loses_parcel=rng.random() < 0.02,
+        refuses=rng.random() < 0.01,
+    )
