@@ -1,6 +1,6 @@
 """The README's walk-throughs, run as written (bash, the installed ``testbuy``, the real HTTP API of the local stack),
-with what ``make serve`` runs beside the stack: the seeded simulated marketplace of ``testbuy sellers sample``'s
-sellers (500, seed 42) and a simulated lab ``lab-1``.
+with the simulators ``make serve`` runs beside the stack (``testbuy.serve.simulators(ServeOptions())``: the seeded
+marketplace whose 500 sellers ``testbuy sellers sample`` writes, and the labs ``lab-east`` and ``lab-west``).
 
 - "Run a programme" with the CLI: ``sellers sample``, ``programs create``, ``programs fund``, ``sellers import``,
   ``rounds start``, ``rounds watch``, ``rounds orders``, ``rounds show``, ``metrics``; meanwhile ``events tail``
@@ -8,8 +8,9 @@ sellers (500, seed 42) and a simulated lab ``lab-1``.
 - The same with curl, where curl and jq are installed (they are not part of the project's requirements).
 - "For labs", with the simulated lab stopped: queue, evidence, custody, verdict, custody again.
 
-Each block must exit 0 (``bash -euo pipefail``); the effects are then checked through the API. About 40-70 s: three
-rounds of about 10 orders each (a lost parcel costs the 30 s delivery timeout)."""
+Each block must exit 0 (``bash -euo pipefail``); the effects are then checked through the API. About 100 s on an idle
+core (over the usual 60 s: three real rounds of about 10 orders each, the CLI one, the curl one and the lab one, each
+waiting for deliveries and verdicts; a lost parcel costs the 30 s delivery timeout the README sets)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ from testbuy.client import ApiClient
 from testbuy.commands.sellers import SAMPLE_SEED, SAMPLE_SELLERS
 from testbuy.infra import ROOT
 from testbuy.profiles import publish_state
+from testbuy.serve import ServeOptions, simulators
 from testbuy.sim.lab import LabSim
-from testbuy.sim.marketplace import MarketplaceSim
+from testbuy.sim.runner import Simulators
 from testbuy.sim.world import generate
 
-LAB = "lab-1"
+LAB = "lab-east"
 BLOCK_TIMEOUT_S = 240
 
 
@@ -51,7 +53,7 @@ def readme_block(name: str) -> str:
 class Env:
     cwd: Path
     env: dict[str, str]
-    market: MarketplaceSim
+    sims: Simulators
     pm: ApiClient
     stack_info: Any
 
@@ -70,11 +72,12 @@ class Env:
         return done
 
     def lab(self) -> LabSim:
+        assert self.sims.market is not None
         return LabSim(
             api_url=self.stack_info.api_url,
             lab_id=LAB,
             token=issue_token(self.stack_info.token_secret, Role.LAB, f"tech@{LAB}", LAB),
-            truth=self.market.item_truth,
+            truth=self.sims.market.item_truth,
             seed=5,
         )
 
@@ -91,13 +94,10 @@ class Env:
 def env(local_stack: Any, stack_info: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     cwd = tmp_path_factory.mktemp("walkthrough")
     runtime = tmp_path_factory.mktemp("runtime")
-    market = MarketplaceSim(
-        world=generate(SAMPLE_SELLERS, SAMPLE_SEED),
-        api_url=stack_info.api_url,
-        webhook_secret=stack_info.webhook_secret,
-        seed=3,
-    )
-    local_stack.set_marketplace_url(market.start())
+    sims = simulators(ServeOptions())
+    assert sims.marketplace_url is not None
+    local_stack.set_marketplace_url(sims.marketplace_url)
+    sims.start(stack_info)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TESTBUY_", "AWS_"))}
     environment = {
         **clean,
@@ -126,14 +126,17 @@ def env(local_stack: Any, stack_info: Any, tmp_path_factory: pytest.TempPathFact
             os.environ["TESTBUY_RUNTIME_DIR"] = old
     pm = ApiClient(stack_info.api_url, issue_token(stack_info.token_secret, Role.PROGRAM_MANAGER, "pm@walkthrough"))
     try:
-        yield Env(cwd, environment, market, pm, stack_info)
+        yield Env(cwd, environment, sims, pm, stack_info)
     finally:
-        market.stop()
+        sims.stop()
+
+
+def test_the_sample_sellers_are_those_make_serve_simulates() -> None:
+    opts = ServeOptions()
+    assert (opts.sellers, opts.seed) == (SAMPLE_SELLERS, SAMPLE_SEED)
 
 
 def test_run_a_programme_with_the_cli_as_the_readme_shows(env: Env, local_stack: Any) -> None:
-    lab = env.lab()
-    lab.start()
     testbuy = shutil.which("testbuy", path=env.env["PATH"])
     assert testbuy is not None
     tail = subprocess.Popen(  # noqa: S603
@@ -150,7 +153,6 @@ def test_run_a_programme_with_the_cli_as_the_readme_shows(env: Env, local_stack:
         done = env.bash(readme_block("cli-walkthrough"), 'printf "%s %s\\n" "$TESTBUY_PROGRAM" "$ROUND" > ids.txt')
         events_out, events_err = tail.communicate(timeout=60)
     finally:
-        lab.stop()
         if tail.poll() is None:
             tail.kill()
     pid, rid = (env.cwd / "ids.txt").read_text().split()
@@ -162,7 +164,7 @@ def test_run_a_programme_with_the_cli_as_the_readme_shows(env: Env, local_stack:
     settled = env.pm.call("GET", f"/programs/{pid}/rounds/{rid}/orders?status=settled")["orders"]
     assert settled and all(o["order_id"] in done.stdout for o in settled)  # `rounds orders --status settled`
     assert f"round {rid}" in done.stdout and "estimated prevalence" in done.stdout
-    assert lab.errors == []
+    assert env.sims.lab_errors == 0
     # events tail saw the round end, then removed what it created
     assert tail.returncode == 0, events_err
     event = json.loads(events_out.splitlines()[0])
@@ -183,12 +185,7 @@ def test_the_curl_walkthrough_runs_where_curl_and_jq_are_installed(env: Env) -> 
     assert used and used <= known, used - known
     if not (shutil.which("curl") and shutil.which("jq")):
         return
-    lab = env.lab()
-    lab.start()
-    try:
-        done = env.bash(block, 'printf "%s %s\\n" "$PROGRAM" "$ROUND" > curl-ids.txt')
-    finally:
-        lab.stop()
+    done = env.bash(block, 'printf "%s %s\\n" "$PROGRAM" "$ROUND" > curl-ids.txt')
     pid, rid = (env.cwd / "curl-ids.txt").read_text().split()
     view = env.pm.call("GET", f"/programs/{pid}/rounds/{rid}")
     assert view["status"] == "completed" and view["population"] == SAMPLE_SELLERS
@@ -196,7 +193,8 @@ def test_the_curl_walkthrough_runs_where_curl_and_jq_are_installed(env: Env) -> 
 
 
 def test_a_lab_works_its_queue_by_hand_as_the_readme_shows(env: Env) -> None:
-    lab_token = issue_token(env.stack_info.token_secret, Role.LAB, "tech@lab-1", LAB)
+    env.sims.stop_labs()  # as with `make serve SERVE_ARGS=--no-labs`
+    lab_token = issue_token(env.stack_info.token_secret, Role.LAB, f"tech@{LAB}", LAB)
     lab_api = ApiClient(env.stack_info.api_url, lab_token)
     pid = env.pm.call(
         "POST",
@@ -224,7 +222,7 @@ def test_a_lab_works_its_queue_by_hand_as_the_readme_shows(env: Env) -> None:
     order_id = (env.cwd / "order.txt").read_text().strip()
     report = env.pm.call("GET", f"/samples/{order_id}/custody")
     assert report["valid"] is True
-    assert any(e["to_party"] == "lab-1 intake" and e["location"] == "bench 4" for e in report["entries"])
+    assert any(e["to_party"] == "lab-east intake" and e["location"] == "bench 4" for e in report["entries"])
     assert "the chain verifies" in done.stdout
     lab = env.lab()  # the rest of the round's samples, so nothing is left waiting on the shared stack
     lab.start()
