@@ -125,6 +125,7 @@ def openapi(write: bool = typer.Option(False, help="rewrite docs/openapi.json"))
 
 
 # Commands over the HTTP API, one group per role (testbuy/commands/); exit codes: testbuy/commands/common.py.
+from testbuy.commands import common as _common  # noqa: E402
 from testbuy.commands import events as _events  # noqa: E402
 from testbuy.commands import roles as _roles  # noqa: E402
 from testbuy.commands import sellers as _sellers  # noqa: E402
@@ -138,6 +139,27 @@ app.command("metrics")(_roles.metrics)
 app.command("spend")(_roles.spend)
 app.command("reconcile")(_roles.reconcile)
 app.command("config")(_roles.config)
+
+
+@app.command()
+def report(
+    program_id: str = typer.Option(..., "--program", help="the programme's id"),
+    out: Path | None = typer.Option(None, help="where the HTML file goes (default report-<program>.html)"),
+    as_json: bool = _common.JSON_OPT,
+    profile: str | None = _common.PROFILE_OPT,
+    api_url: str | None = _common.API_OPT,
+    token_value: str | None = _common.TOKEN_OPT,
+) -> None:
+    """Write one self-contained HTML report of a programme (opens with no server); prints its path."""
+    from testbuy.report import write_report
+
+    api = _common.connect(api_url=api_url, token=token_value, profile=profile, as_json=as_json, role="finance")
+    data = api.call("GET", f"/programs/{_common.q(program_id)}/dashboard", expect=(200,))
+    path = write_report(data, out or Path(f"report-{program_id}.html")).resolve()
+    if as_json:
+        _common.emit_json({"program_id": program_id, "path": str(path)})
+    else:
+        print(path)
 
 
 def main() -> None:

@@ -280,7 +280,10 @@ def _operation(decl: Declaration, components: dict[str, Any]) -> dict[str, Any]:
         }
     responses: dict[str, Any] = {}
     for ok in sorted(decl.ok, key=lambda o: o.status):
-        content: dict[str, Any] = {"application/json": {"schema": _model_ref(ok.model, "serialization", components)}}
+        if ok.model is None:  # a page (text/html): no JSON answer
+            content: dict[str, Any] = {str(ok.media_type): {"schema": {"type": "string"}}}
+        else:
+            content = {"application/json": {"schema": _model_ref(ok.model, "serialization", components)}}
         if ok.csv:
             content["text/csv"] = {"schema": {"type": "string"}}
         responses[str(ok.status)] = {"description": ok.description, "content": content}

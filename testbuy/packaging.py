@@ -32,8 +32,9 @@ from testbuy.infra import ROOT, StackDescription
 STAGES = ("dev", "prod")
 DEFAULT_STAGE = "prod"
 DEFAULT_REGION = "us-east-1"
-#: Routes that must stay reachable without a Cognito token (health check; HMAC-signed marketplace webhook).
-PUBLIC_ROUTES = ("/health", "/webhooks/delivery")
+#: Routes that must stay reachable without a Cognito token (health check; HMAC-signed marketplace webhook; the
+#: dashboard page, which holds no data: a browser sends no Authorization header when it navigates to a page).
+PUBLIC_ROUTES = ("/health", "/webhooks/delivery", "/dashboard")
 AUTHORIZER = "TestbuyCognito"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
@@ -1065,6 +1066,17 @@ def missing_requirements(zip_path: Path, requirements: Path) -> list[str]:
     return missing
 
 
+def missing_web_assets(zip_path: Path) -> list[str]:
+    """The dashboard page's files (``chalicelib/web``) that the deployment zip does not hold."""
+    import zipfile
+
+    from chalicelib.web import ASSETS
+
+    with zipfile.ZipFile(zip_path) as zf:
+        names = set(zf.namelist())
+    return [f"chalicelib/web/{a}" for a in ASSETS if f"chalicelib/web/{a}" not in names]
+
+
 def _chalice_command() -> list[str]:
     exe = Path(sys.executable).parent / "chalice"
     if exe.exists():
@@ -1146,6 +1158,11 @@ def _build(out: Path, console: Any, stage: str, project_dir: Path) -> Path:
             "numpy==2.2.6), or build with Python 3.12+ (runtime glibc 2.34). TESTBUY_ALLOW_MISSING_DEPS=1 packages "
             f"anyway.\n{output}"
         )
+
+    missing_assets = missing_web_assets(out / "deployment.zip")
+    if missing_assets:
+        (out / "sam.json").unlink(missing_ok=True)
+        raise PackagingError(f"deployment.zip lacks the dashboard's assets {missing_assets}: GET /dashboard would fail")
 
     template_path = out / "sam.json"
     template = json.loads(template_path.read_text())

@@ -54,3 +54,7 @@ def api(stack_info: Any, token_for: Any) -> Any:
         return ApiClient(stack_info.api_url, token_for(role, lab_id) if role else None)
 
     return make
+
+
+# A whole round over HTTP, run once per session and shared read-only (test_round_http, the dashboard's browser tests).
+from tests.e2e.completed_round import completed_round  # noqa: E402, F401

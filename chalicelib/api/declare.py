@@ -89,8 +89,14 @@ class Ok:
 
     status: int
     description: str
-    model: type[BaseModel]
+    model: type[BaseModel] | None
     csv: bool = False  # the same data may also be answered as text/csv
+    # a non-JSON answer only (e.g. "text/html" for a page): the body is a string of that type and ``model`` is None
+    media_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.model is None) != (self.media_type is not None):
+            raise TypeError("an answer has a JSON model, or a media_type and no model")
 
 
 @dataclass(frozen=True)
@@ -356,11 +362,11 @@ def _query(decl: Declaration, given: dict[str, str]) -> dict[str, str]:
 def _checked(decl: Declaration, result: Reply | Response) -> Response:
     """The answer, if it is one the declaration promises; otherwise a logged 500 (and never a wrong document)."""
     if isinstance(result, Response):  # a non-JSON answer (CSV): its status must still be declared
-        if any(o.status == result.status_code and o.csv for o in decl.ok):
+        if any(o.status == result.status_code and (o.csv or o.media_type) for o in decl.ok):
             return result
         return _broken(decl, result.status_code, "undeclared non-JSON answer")
     ok = next((o for o in decl.ok if o.status == result.status), None)
-    if ok is None:
+    if ok is None or ok.model is None:
         return _broken(decl, result.status, "undeclared status")
     try:
         ok.model.model_validate_json(json.dumps(result.body), strict=True)

@@ -274,4 +274,133 @@ class PersonaView(Open):
     retired: bool
 
 
+# ------------------------------------------------------------------------------------------------ dashboard
+
+
+class DashProgram(Out):
+    program_id: str
+    name: str
+    currency: str
+    period_start: str
+    period_end: str
+    timeouts: dict[str, int]
+
+
+class BurnPoint(Out):
+    """Cumulative ledger figures after the journal lines up to ``at`` (minor units)."""
+
+    at: str
+    funded: int
+    reserved: int
+    captured: int
+    recovered: int
+    spent: int
+
+
+class Forecast(Out):
+    """Net spend projected to the end of the period; ``method`` says how (linear on the spend rate)."""
+
+    method: str
+    period_end: str
+    rate_per_day: float | None
+    projected_spent_at_end: int | None
+    projected_exhausted_at: str | None = Field(description="when the funds run out at this rate, if within the period")
+
+
+class EstimateRow(Out):
+    """A round's (or the combined) design-weighted prevalence with its 95% interval, beside the raw hit rate."""
+
+    label: str
+    conclusive: int = Field(ge=0)
+    hits: int = Field(ge=0)
+    hit_rate: float | None
+    prevalence: float | None
+    ci_low: float | None
+    ci_high: float | None
+    method: str | None
+    status: str | None = None
+    started_at: str | None = None
+
+
+class DashEstimates(Out):
+    rounds: list[EstimateRow]
+    combined: EstimateRow
+
+
+class CategoryRow(Out):
+    category: str
+    orders: int = Field(ge=0)
+    conclusive: int = Field(ge=0)
+    hits: int = Field(ge=0)
+    spent: int
+    cost_per_hit: int | None
+
+
+class EnforcementRow(Out):
+    rule: str
+    action: str
+    count: int = Field(ge=1)
+
+
+class RefundMonth(Out):
+    period: str
+    orders: int
+    suspect_refunds: int
+    rate: float
+    change_pp: float | None = Field(description="change from the month before, percentage points")
+
+
+class RefundTrend(Out):
+    overall: float
+    months: list[RefundMonth]
+    change_pp: float = Field(description="last month's rate minus the first month's, percentage points")
+    relative_change: float | None
+
+
+class OverdueOrder(Out):
+    order_id: str
+    round_id: str
+    seller_id: str
+    status: str
+    stage: str
+    since: str
+    limit_seconds: int
+    overdue_seconds: int = Field(ge=0)
+
+
+class DashOrders(Out):
+    total: int = Field(ge=0)
+    by_status: dict[str, int]
+    overdue_rule_seconds: dict[str, int]
+    overdue_count: int = Field(ge=0)
+    overdue: list[OverdueOrder] = Field(description="the most overdue first, at most 200")
+
+
+class LabTurnaround(Out):
+    lab_id: str
+    samples: int = Field(ge=1)
+    median_hours: float
+    p90_hours: float
+
+
+class Dashboard(Out):
+    """Every figure of the programme dashboard (docs/decisions.md, "The programme dashboard"). Money in minor units
+    of ``program.currency``; ``spent`` = captured - recovered."""
+
+    program: DashProgram
+    generated_at: str
+    policy_version: str
+    balance: BalanceOut
+    burn_down: list[BurnPoint]
+    forecast: Forecast
+    estimates: DashEstimates
+    categories: list[CategoryRow]
+    cost_per_hit: int | None
+    enforcement: list[EnforcementRow]
+    refund_rate: RefundTrend | None
+    orders: DashOrders
+    labs: list[LabTurnaround]
+    reconciliation: Reconciliation
+
+
 __all__ = ["CustodyReport", "Program", "Verdict"]

@@ -122,7 +122,7 @@ def test_openapi_operations_document_roles_errors_and_security() -> None:
     assert ops[("POST", "/samples/{order_id}/verdict")]["responses"].keys() >= {"200", "201", "404", "409"}
     for (method, path), op in ops.items():
         responses = op["responses"]
-        if path != "/health":
+        if op["security"] != []:  # the public routes: /health and the dashboard page (which holds no data)
             assert "401" in responses, (method, path)
         if op["security"] and op["security"] != webhook_security:
             assert "403" in responses, (method, path)
@@ -137,12 +137,23 @@ def test_openapi_operations_document_roles_errors_and_security() -> None:
         for status, resp in responses.items():
             if int(status) >= 400:
                 assert resp == {"$ref": f"#/components/responses/E{status}"}
+            elif "text/html" in resp["content"]:  # a page: HTML only
+                assert resp["content"] == {"text/html": {"schema": {"type": "string"}}}, (method, path)
             else:  # every success answer has a model
                 assert "$ref" in resp["content"]["application/json"]["schema"], (method, path, status)
     # every $ref resolves
     text = json.dumps(doc)
     for name in {part.split('"')[0] for part in text.split('"#/components/schemas/')[1:]}:
         assert name in doc["components"]["schemas"], name
+
+
+def test_the_routes_open_without_a_cognito_token_are_exactly_the_undeclared_bearer_ones() -> None:
+    """In AWS every operation but ``PUBLIC_ROUTES`` gets the Cognito authorizer: those must be exactly the routes that
+    authenticate otherwise (none, or a webhook signature), so no bearer route is left open and none is shut."""
+    from testbuy.packaging import PUBLIC_ROUTES
+
+    public = {path for (_, path), decl in contracts.declarations().items() if decl.auth != "bearer"}
+    assert public == set(PUBLIC_ROUTES)
 
 
 def test_request_schemas_come_from_the_pydantic_models() -> None:
