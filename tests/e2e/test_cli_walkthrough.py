@@ -4,7 +4,8 @@ marketplace whose 500 sellers ``testbuy sellers sample`` writes, and the labs ``
 
 - "Run a programme" with the CLI: ``sellers sample``, ``programs create``, ``programs fund``, ``sellers import``,
   ``rounds start``, ``rounds watch``, ``rounds orders``, ``rounds show``, ``metrics``; meanwhile ``events tail``
-  (a subprocess) sees the round's ``RoundCompleted`` and then removes its queue and rule.
+  (a subprocess) sees the round's ``RoundCompleted`` and then removes its queue and rule; then "For finance" on that
+  programme: ``spend``, ``reconcile``, ``report``.
 - The same with curl, where curl and jq are installed (they are not part of the project's requirements).
 - "For labs", with the simulated lab stopped: queue, evidence, custody, verdict, custody again.
 
@@ -165,6 +166,13 @@ def test_run_a_programme_with_the_cli_as_the_readme_shows(env: Env, local_stack:
     assert settled and all(o["order_id"] in done.stdout for o in settled)  # `rounds orders --status settled`
     assert f"round {rid}" in done.stdout and "estimated prevalence" in done.stdout
     assert env.sims.lab_errors == 0
+    # For finance: the spend report, the reconciliation and the HTML report of the same programme
+    finance = env.bash(f"export TESTBUY_PROGRAM={pid}\n" + readme_block("finance-walkthrough"))
+    spend_csv = (env.cwd / "spend.csv").read_text().splitlines()
+    assert spend_csv[0].startswith("month,funded,") and len(spend_csv) >= 2
+    assert json.loads(finance.stdout[: finance.stdout.rindex("}") + 1])["reconciled"] is True
+    report = Path(finance.stdout.strip().splitlines()[-1])
+    assert report.is_file() and report.name == f"report-{pid}.html" and pid in report.read_text()
     # events tail saw the round end, then removed what it created
     assert tail.returncode == 0, events_err
     event = json.loads(events_out.splitlines()[0])
