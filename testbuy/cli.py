@@ -3,6 +3,7 @@ over the HTTP API, a command group per role (programs, sellers, rounds, metrics,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -68,6 +69,7 @@ def token(
     subject: str = typer.Option("cli-user"),
     ttl: int = typer.Option(86400, min=60),
     stage: str = typer.Option("local", help="the stack's stage (tests run stage test)"),
+    as_json: bool = typer.Option(False, "--json", help='print {"token": ..., "api_url": ...} as JSON'),
 ) -> None:
     """Print a dev token for the running local stack (`testbuy serve`), from any directory."""
     from chalicelib.api.auth import Role, issue_token
@@ -90,7 +92,11 @@ def token(
     if r is Role.LAB and not lab_id:
         console.print("[red]A lab token needs --lab-id.[/]")
         raise typer.Exit(2)
-    print(issue_token(str(state["token_secret"]), r, subject, lab_id, ttl))
+    value = issue_token(str(state["token_secret"]), r, subject, lab_id, ttl)
+    if as_json:
+        print(json.dumps({"token": value, "role": r.value, "lab_id": lab_id, "api_url": state["api_url"]}))
+    else:
+        print(value)
 
 
 @app.command()

@@ -151,11 +151,14 @@ def tail(
             "which bus? pass --bus, set TESTBUY_EVENT_BUS, or start a local stack (`make serve`)",
             as_json=as_json,
         )
-    kwargs: dict[str, Any] = {"region_name": os.environ.get("AWS_REGION", "us-east-1")}
+    kwargs: dict[str, Any] = {}  # in AWS: boto3's own region and credential chain
+    if os.environ.get("AWS_REGION"):
+        kwargs["region_name"] = os.environ["AWS_REGION"]
     if endpoint:
         kwargs["endpoint_url"] = endpoint
         if local is not None and endpoint == local.get("endpoint_url"):
-            kwargs.update(aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106 - moto
+            # moto's fixed account and region (testbuy.localstack), whatever the user's AWS configuration says
+            kwargs.update(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
     t = Tail(boto3.client("events", **kwargs), boto3.client("sqs", **kwargs), bus, pattern(detail_type, program_id))
     try:
         t.open()

@@ -298,6 +298,8 @@ def import_sellers(
         parsed = read_sellers(file)
     except (InputError, UnicodeDecodeError, csv.Error) as exc:
         fail(USAGE, str(exc), as_json=as_json)
+    if not parsed.rows and not parsed.rejected:
+        fail(USAGE, f"{file} holds no sellers", as_json=as_json)
     api = connect(api_url=api_url, token=token, profile=profile, as_json=as_json, role="program_manager")
     batches = [parsed.rows[i : i + size] for i in range(0, len(parsed.rows), size)]
     spath = state_path(file)
@@ -334,7 +336,10 @@ def import_sellers(
             state["imported"] += imported
             state["done"].append(index)
             state["rejected"].extend(r.as_dict() for r in refused)
-            _save(spath, state)
+            try:
+                _save(spath, state)
+            except OSError as exc:  # a read-only directory: the import goes on, --resume will not know this batch
+                err.print(f"[yellow]cannot record progress in {spath}: {exc}[/]", soft_wrap=True)
             progress.advance(task, len(batch))
             if not err.is_terminal and not as_json:
                 err.print(f"batch {index + 1}/{len(batches)}: {imported} imported", soft_wrap=True)

@@ -734,3 +734,21 @@ def test_tail_removes_its_queue_even_when_the_rule_cannot_be_removed() -> None:
     problems = tail.close()
     assert len(problems) == 1 and "AccessDenied" in problems[0] and tail.name in problems[0]
     assert sqs.queues == set()
+
+
+def test_an_empty_seller_file_is_a_usage_error(fake_api: FakeApi, tmp_path: Path) -> None:
+    f = tmp_path / "empty.jsonl"
+    f.write_text("\n\n")
+    result = run("sellers", "import", str(f), "-p", "prg-1", "--api-url", fake_api.url, "--token", "t")
+    assert result.exit_code == 2 and "holds no sellers" in result.stderr and fake_api.requests == []
+
+
+def test_token_json_names_the_stack(tmp_path: Path) -> None:
+    local_state(tmp_path, "http://local:9", secret="q" * 32)
+    result = run("token", "--role", "lab", "--lab-id", "lab-east", "--json")
+    assert result.exit_code == 0
+    body = json.loads(result.stdout)
+    assert (body["role"], body["lab_id"], body["api_url"]) == ("lab", "lab-east", "http://local:9")
+    from chalicelib.api.auth import verify_token
+
+    assert verify_token("q" * 32, body["token"]).lab_id == "lab-east"
