@@ -79,7 +79,7 @@ def fail(code: int, message: str, *, as_json: bool, details: Any = None, http_st
             if isinstance(d, dict):
                 where = d.get("field", "")
                 err.print(f"  {where}: {d.get('message', '')}".rstrip(": "), soft_wrap=True, markup=False)
-        if code in _NEXT:
+        if code in _NEXT and (code != USAGE or details):
             err.print(f"[dim]{_NEXT[code]}[/]", soft_wrap=True)
     raise typer.Exit(code)
 

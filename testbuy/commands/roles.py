@@ -44,7 +44,8 @@ def _money(amount: int | None, currency: str) -> str:
 
 
 def _kv(title: str, rows: list[tuple[str, Any]]) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
+    out.print(title, soft_wrap=True, markup=False, highlight=False)  # a title never folded to the table's width
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for k, v in rows:
