@@ -166,6 +166,22 @@ def test_run_a_programme_with_the_cli_as_the_readme_shows(env: Env, local_stack:
     assert settled and all(o["order_id"] in done.stdout for o in settled)  # `rounds orders --status settled`
     assert f"round {rid}" in done.stdout and "estimated prevalence" in done.stdout
     assert env.sims.lab_errors == 0
+    # the orders route pages by order id: pages of 2 give every order once, in order, with the counts of the round
+    everything = env.pm.call("GET", f"/programs/{pid}/rounds/{rid}/orders")["orders"]
+    paged: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = env.pm.call(
+            "GET", f"/programs/{pid}/rounds/{rid}/orders?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        )
+        paged += page["orders"]
+        if page["next_cursor"] is None:
+            break
+        cursor = page["next_cursor"]
+    assert paged == everything and [o["order_id"] for o in paged] == sorted(o["order_id"] for o in paged)
+    assert len(everything) == sum(view["orders_by_status"].values())
+    status, body, _ = env.pm.request("GET", f"/programs/prg-not-this-one/rounds/{rid}/orders")
+    assert status == 404 and body["error"]["code"] == "not_found"
     # For finance: the spend report, the reconciliation and the HTML report of the same programme
     finance = env.bash(f"export TESTBUY_PROGRAM={pid}\n" + readme_block("finance-walkthrough"))
     spend_csv = (env.cwd / "spend.csv").read_text().splitlines()
