@@ -48,13 +48,19 @@ def serve(
     marketplace: bool = typer.Option(True, "--marketplace/--no-marketplace", help="the simulated marketplace"),
     marketplace_url: str | None = typer.Option(None, help="a real marketplace API (turns the simulated one off)"),
     seed: int = typer.Option(42, min=0, help="seeds the simulators' decisions"),
+    state_dir: Path | None = typer.Option(None, help="where the state file goes (default: .testbuy)"),
 ) -> None:
     """Keep the local stack up with the simulated marketplace and labs (Ctrl-C to stop); prints how to use it."""
     from testbuy.serve import ServeOptions, run_serve
 
     try:
         opts = ServeOptions(
-            labs=labs, lab_ids=tuple(lab), marketplace=marketplace, marketplace_url=marketplace_url, seed=seed
+            labs=labs,
+            lab_ids=tuple(lab),
+            marketplace=marketplace,
+            marketplace_url=marketplace_url,
+            seed=seed,
+            workdir=state_dir,
         )
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")

@@ -127,7 +127,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
         world=world,
     )
     with (
-        LocalStack(marketplace_url=sims.marketplace_url, isolated=cfg.isolated, id_seed=cfg.seed) as stack,
+        # its state beside the summary (.testbuy by default), so a demo elsewhere leaves a running stack's alone
+        LocalStack(
+            workdir=cfg.out.parent.resolve(),
+            marketplace_url=sims.marketplace_url,
+            isolated=cfg.isolated,
+            id_seed=cfg.seed,
+        ) as stack,
         _Progress(con, text_out, cfg.progress_every_s) as progress,
     ):
         info = stack.info
@@ -164,7 +170,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
     summary["orders_per_second"] = round(summary["orders"]["placed"] / summary["wall_seconds"], 3)
     ok = summary["ledger"]["reconciled"] and summary["orders"]["stuck"] == 0
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(summary, indent=2, sort_keys=True))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")

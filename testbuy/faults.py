@@ -881,11 +881,13 @@ class Timeouts:
     """The programmes' waits. Generous on purpose: the local API serves one request at a time, so with a batch of 80
     orders on a loaded machine a lab's verdict could take longer than 40 s to get in, and the outcome check then
     counted the load as a fault's effect (247 such runs in one full matrix). A wait only costs time when it expires,
-    and no scenario but ``delivery_timeout`` (its own 10 s) expects one to."""
+    and no scenario but ``delivery_timeout`` (its own 10 s) expects one to. The delivery wait outlasts the webhook
+    claim's 60 s lease plus the simulated sender's next retry: a delivery whose first processing crashed after
+    claiming its id is processed by a retry after the lease, as a real sender's schedule (days) would allow."""
 
-    delivery_seconds: int = 60
+    delivery_seconds: int = 180
     verdict_seconds: int = 120
-    round_seconds: int = 400
+    round_seconds: int = 500
 
 
 class FaultRun:

@@ -33,6 +33,7 @@ class ServeOptions:
     seed: int = 42
     sellers: int = 500  # the simulated world written to the sellers file, ready to import
     isolated: bool = True
+    workdir: Path | None = None  # where the state file goes (default: .testbuy at the repository root)
 
     def __post_init__(self) -> None:
         if self.marketplace_url is not None and not self.marketplace_url.startswith(("http://", "https://")):
@@ -122,7 +123,7 @@ def run_serve(opts: ServeOptions, out: IO[str] | None = None, stop: threading.Ev
     out = out or sys.stdout
     sims = simulators(opts)
     market = marketplace_url(opts, sims)
-    with LocalStack(marketplace_url=market, isolated=opts.isolated) as stack:
+    with LocalStack(marketplace_url=market, isolated=opts.isolated, workdir=opts.workdir) as stack:
         info = stack.info
         assert info is not None  # nosec B101 # set by start()
         sims.start(info)

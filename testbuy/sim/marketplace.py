@@ -30,6 +30,9 @@ from typing import Any
 from chalicelib.api.auth import sign_webhook
 from testbuy.sim.world import SimSeller, World, synth_seller
 
+WEBHOOK_RETRIES = 8
+"""Retries of a webhook the API did not accept (backoff 0.5 s doubling: the last comes about 2 minutes later)."""
+
 
 @dataclass
 class SimOrder:
@@ -273,10 +276,12 @@ class MarketplaceSim:
             with self._lock:
                 self.webhooks_sent += 1
         except (urllib.error.URLError, TimeoutError, ConnectionError):
-            # Like a real marketplace: retry with backoff, a few times.
+            # Like a real marketplace: retry with backoff. Standard Webhooks senders retry for days; compressed here
+            # to 8 retries over about 2 minutes, so a retry still comes after the receiver's 60 s claim lease
+            # (a notice whose first processing crashed after claiming it is processed by a later retry).
             with self._lock:
                 self.webhook_failures += 1
-            if attempt < 5:
+            if attempt < WEBHOOK_RETRIES:
                 self._scheduler.at(time.monotonic() + 0.5 * 2**attempt, lambda: self._deliver(order, attempt + 1))
 
     def item_truth(self, client_order_id: str) -> tuple[bool, tuple[int, int, int], int]:

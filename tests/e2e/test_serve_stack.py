@@ -1,5 +1,5 @@
 """`testbuy serve` as a user runs it: a subprocess with the simulated marketplace and labs on (the default). The
-test reads what the banner tells a user (API URL, state file, sellers file), gets a token with `testbuy token`,
+test reads what the banner tells a user (API URL, state file, sellers file), makes tokens from the state file,
 creates and funds a programme over HTTP, imports some of the simulated sellers and some of its own (unknown to the
 simulator, which then draws their behaviour from their id), starts a round and sees every order reach its end with
 verdicts posted by the simulated labs. About 30-40 s on an idle core."""
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.api.auth import Role, issue_token
 from testbuy.client import ApiClient
 from testbuy.infra import ROOT
 
@@ -27,9 +28,15 @@ BANNER_END = "Sign a delivery"
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[dict[str, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    # its own state directory: the session's shared stack keeps .testbuy/local.json
+    state_dir = tmp_path_factory.mktemp("serve") / ".testbuy"
     proc = subprocess.Popen(  # noqa: S603 - our own console script
-        [TESTBUY, "serve", "--seed", "5"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [TESTBUY, "serve", "--seed", "5", "--state-dir", str(state_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
 
@@ -63,12 +70,8 @@ def test_a_round_started_over_http_reaches_its_verdicts(served: dict[str, str]) 
     api_url = served["API URL"]
     state = json.loads(Path(next(v for k, v in served.items() if k.startswith("State file"))).read_text())
     assert state["api_url"] == api_url and state["webhook_secret"].startswith("whsec_")
-    token = subprocess.run(  # noqa: S603 - as the banner says
-        [TESTBUY, "token", "--role", "program_manager"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    finance = subprocess.run(  # noqa: S603
-        [TESTBUY, "token", "--role", "finance"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    token = issue_token(state["token_secret"], Role.PROGRAM_MANAGER, "pm@serve-e2e")
+    finance = issue_token(state["token_secret"], Role.FINANCE, "finance@serve-e2e")
     pm, fin = ApiClient(api_url, token), ApiClient(api_url, finance)
     sellers_file = Path(served["Simulated sellers, ready to import (JSON lines)"])
     rows = [json.loads(line) for line in sellers_file.read_text().splitlines()]

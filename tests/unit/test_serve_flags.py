@@ -81,3 +81,16 @@ def test_the_printed_signing_recipe_signs_as_the_api_verifies(tmp_path: Path) ->
     out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)  # noqa: S603, S607
     expected: dict[str, Any] = sign_webhook(secret, body, "msg_fixed", 1700000000)
     assert out.stdout.strip() == expected["webhook-signature"]
+
+
+def test_demo_json_flag_reaches_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, bool]] = []
+
+    def fake(cfg: Any, console: Any, *, as_json: bool) -> tuple[dict[str, Any], int]:
+        seen.append((cfg, as_json))
+        return {}, 0
+
+    monkeypatch.setattr("testbuy.demo.run_demo", fake)
+    result = CliRunner().invoke(cli.app, ["demo", "--json", "--seed", "9", "--rounds", "1"])
+    assert result.exit_code == 0 and seen[0][1] is True and seen[0][0].seed == 9 and seen[0][0].rounds == 1
+    assert CliRunner().invoke(cli.app, ["demo", "--seed", "-1"]).exit_code == 2  # a seed is >= 0 (the round's rule)
