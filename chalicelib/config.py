@@ -27,6 +27,8 @@ class Settings(BaseModel):
     order_state_machine_arn: str = Field(min_length=1)
     marketplace_url: str = Field(min_length=1)
     auth_mode: Literal["local", "cognito"]  # no default: every environment says which (fails closed)
+    # the Cognito hosted UI's sign-in address for the dashboard page ("" = none: the page takes a pasted token)
+    signin_url: str = Field(default="", pattern=r"^(https://\S+)?$")
     token_secret: str = Field(default="", repr=False)
     webhook_secret_arn: str = Field(min_length=1, description="Secrets Manager secret, read at run time")
     metrics_namespace: str = "TestBuy"
@@ -54,6 +56,7 @@ _ENV = {
     "order_state_machine_arn": "TESTBUY_ORDER_STATE_MACHINE_ARN",
     "marketplace_url": "TESTBUY_MARKETPLACE_URL",
     "auth_mode": "TESTBUY_AUTH_MODE",
+    "signin_url": "TESTBUY_SIGNIN_URL",
     "token_secret": "TESTBUY_TOKEN_SECRET",  # nosec B105 # a variable name
     "webhook_secret_arn": "TESTBUY_WEBHOOK_SECRET_ARN",  # nosec B105 # a variable name
     "metrics_namespace": "POWERTOOLS_METRICS_NAMESPACE",

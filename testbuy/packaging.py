@@ -529,6 +529,10 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
     outputs["UserPoolId"] = {"Value": {"Ref": USER_POOL_ID}}
     outputs["UserPoolClientId"] = {"Value": {"Ref": f"{USER_POOL_ID}Client"}}
     outputs["EventBusName"] = {"Value": {"Ref": BUS_ID}}
+    outputs["DashboardUrl"] = {
+        "Description": "the dashboard page; pass it as the DashboardUrl parameter to enable its hosted UI sign-in",
+        "Value": {"Fn::Sub": "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/api/dashboard"},
+    }
 
     return {
         "Parameters": {
@@ -537,7 +541,15 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
                 "Description": "Base URL of the marketplace adapter the order tasks call (TESTBUY_MARKETPLACE_URL).",
                 "AllowedPattern": "^https://.+",
             },
+            "DashboardUrl": {
+                "Type": "String",
+                "Default": "",
+                "Description": "The deployed dashboard page (the DashboardUrl output of the first deploy): the hosted "
+                "UI's callback URL. Empty: no hosted UI client, the page takes a pasted token only.",
+                "AllowedPattern": "^(https://.+/dashboard)?$",
+            },
         },
+        "Conditions": {HAS_DASHBOARD_URL: {"Fn::Not": [{"Fn::Equals": [{"Ref": "DashboardUrl"}, ""]}]}},
         "Globals": {"Function": {"Environment": {"Variables": render_environment(desc)}}},
         "Resources": resources,
         "Outputs": outputs,
@@ -569,6 +581,7 @@ def render_environment(desc: StackDescription) -> dict[str, Any]:
         {
             "TESTBUY_MARKETPLACE_URL": {"Ref": "MarketplaceUrl"},
             "TESTBUY_AUTH_MODE": "cognito",
+            "TESTBUY_SIGNIN_URL": signin_url(desc),
             "POWERTOOLS_METRICS_NAMESPACE": "TestBuy",
             "POWERTOOLS_SERVICE_NAME": "testbuy",
             "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -592,6 +605,24 @@ def _roles() -> tuple[str, ...]:
     from chalicelib.api.auth import Role
 
     return tuple(r.value for r in Role)
+
+
+WEB_CLIENT_ID = f"{USER_POOL_ID}WebClient"
+HAS_DASHBOARD_URL = "HasDashboardUrl"
+
+
+def _signin_prefix(desc: StackDescription) -> str:
+    """The hosted UI's domain prefix (``Fn::Sub``): unique per account and stage."""
+    return f"testbuy-{desc.stage}-${{AWS::AccountId}}"
+
+
+def signin_url(desc: StackDescription) -> dict[str, Any]:
+    """The hosted UI's sign-in address for the dashboard (implicit flow), or "" while DashboardUrl is not set."""
+    url = (
+        f"https://{_signin_prefix(desc)}.auth.${{AWS::Region}}.amazoncognito.com/login?response_type=token"
+        f"&client_id=${{{WEB_CLIENT_ID}}}&scope=openid+email&redirect_uri=${{DashboardUrl}}"
+    )
+    return {"Fn::If": [HAS_DASHBOARD_URL, {"Fn::Sub": url}, ""]}
 
 
 def _cognito(desc: StackDescription, roles: tuple[str, ...] | None) -> dict[str, Any]:
@@ -632,6 +663,36 @@ def _cognito(desc: StackDescription, roles: tuple[str, ...] | None) -> dict[str,
                 # Users must not be able to set their own lab: only admins (AdminUpdateUserAttributes) write it.
                 "WriteAttributes": ["email"],
             },
+        },
+    }
+    # Sign-in to the dashboard page through the hosted UI (implicit flow: the page reads #id_token=). The callback URL
+    # is the deployed page, known only once the API exists; a client naming the API would close a cycle (API ->
+    # function -> its environment -> client -> API), so the operator passes it as the DashboardUrl parameter (the
+    # stack's DashboardUrl output) on the second deploy, and the client exists only then.
+    resources[f"{USER_POOL_ID}Domain"] = {
+        "Type": "AWS::Cognito::UserPoolDomain",
+        "Properties": {"UserPoolId": {"Ref": USER_POOL_ID}, "Domain": {"Fn::Sub": _signin_prefix(desc)}},
+    }
+    resources[WEB_CLIENT_ID] = {
+        "Type": "AWS::Cognito::UserPoolClient",
+        "Condition": HAS_DASHBOARD_URL,
+        "Properties": {
+            "UserPoolId": {"Ref": USER_POOL_ID},
+            "ClientName": f"testbuy-{desc.stage}-dashboard",
+            "GenerateSecret": False,
+            "ExplicitAuthFlows": ["ALLOW_REFRESH_TOKEN_AUTH"],
+            "AllowedOAuthFlowsUserPoolClient": True,
+            "AllowedOAuthFlows": ["implicit"],
+            "AllowedOAuthScopes": ["openid", "email"],
+            "SupportedIdentityProviders": ["COGNITO"],
+            "CallbackURLs": [{"Ref": "DashboardUrl"}],
+            "LogoutURLs": [{"Ref": "DashboardUrl"}],
+            "IdTokenValidity": 60,
+            "AccessTokenValidity": 60,
+            "TokenValidityUnits": {"IdToken": "minutes", "AccessToken": "minutes"},
+            "PreventUserExistenceErrors": "ENABLED",
+            "ReadAttributes": ["email", "custom:lab_id"],
+            "WriteAttributes": ["email"],
         },
     }
     for role in roles if roles is not None else _roles():

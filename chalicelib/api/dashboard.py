@@ -25,10 +25,11 @@ bp = Blueprint(__name__)
     "UI) or a form, then calls GET /programs/{program_id}/dashboard with it.",
 )
 def dashboard_page(call: Call) -> Response:
+    from chalicelib.config import settings
     from chalicelib.web import page
 
     return Response(
-        body=page(),
+        body=page(signin_url=settings().signin_url),
         status_code=200,
         headers={
             "Content-Type": "text/html; charset=utf-8",

@@ -8,6 +8,7 @@ token) and ``testbuy report`` (the data is embedded, the file opens with no serv
 from __future__ import annotations
 
 import json
+from html import escape
 from importlib import resources
 from typing import Any
 
@@ -32,14 +33,15 @@ def _embed(data: Any) -> str:
     )
 
 
-def page(data: Any = None, title: str = "testbuy programme dashboard") -> str:
-    """The page; with ``data`` (a dashboard document) embedded it draws that and fetches nothing."""
+def page(data: Any = None, title: str = "testbuy programme dashboard", signin_url: str = "") -> str:
+    """The page; with ``data`` (a dashboard document) embedded it draws that and fetches nothing. ``signin_url``: the
+    Cognito hosted UI's sign-in address (the page offers it beside the token form)."""
     html = asset("dashboard.html")
     embedded = "null" if data is None else _embed(data)
-    esc = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     # the data last: nothing it holds (a programme's name) is ever taken for a marker
     return (
-        html.replace("__TITLE__", esc)
+        html.replace("__TITLE__", escape(title, quote=True))
+        .replace("__SIGNIN__", escape(signin_url, quote=True))
         .replace("/*__CSS__*/", asset("dashboard.css"))
         .replace("/*__JS__*/", asset("dashboard.js"))
         .replace("/*__DATA__*/null", embedded)

@@ -8,6 +8,7 @@
   var COLORS = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#718096"];
   var CUR = "";
   var DIGITS = 2;
+  var EMBEDDED = false;  // drawn from data embedded in the file (testbuy report), not fetched
 
   function el(tag, attrs, kids) {
     var n = document.createElement(tag);
@@ -35,11 +36,9 @@
   function pct(v) { return v === null || v === undefined ? "\u2013" : (v * 100).toFixed(2) + "%"; }
   function pp(v) { return v === null || v === undefined ? "\u2013" : (v >= 0 ? "+" : "") + v.toFixed(4) + " pp"; }
   function num(v) { return v === null || v === undefined ? "\u2013" : group(String(v)); }
-  function hours(v) {  // a duration given in hours, in the unit that reads best
-    if (v === null || v === undefined) { return "\u2013"; }
-    if (v * 3600 < 120) { return (v * 3600).toFixed(1) + " s"; }
-    if (v < 48) { return v.toFixed(2) + " h"; }
-    return (v / 24).toFixed(2) + " d";
+  function durations(max) {  // a formatter of durations given in hours, in one unit that suits the largest
+    var unit = max * 3600 < 120 ? ["s", 3600] : max < 48 ? ["h", 1] : ["d", 1 / 24];
+    return function (v) { return v === null || v === undefined ? "\u2013" : (v * unit[1]).toFixed(2) + " " + unit[0]; };
   }
   function when(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "Z") : "\u2013"; }
 
@@ -171,7 +170,7 @@
   function render(d) {
     CUR = d.program.currency;
     try { DIGITS = new Intl.NumberFormat("en", { style: "currency", currency: CUR }).resolvedOptions().maximumFractionDigits; } catch (e) { DIGITS = 2; }
-    document.getElementById("title").textContent = d.program.name + " \u2014 programme dashboard";
+    document.getElementById("title").textContent = d.program.name + (EMBEDDED ? " \u2014 programme report" : " \u2014 programme dashboard");
     document.title = d.program.name + " \u2014 testbuy";
     clear("meta").appendChild(document.createTextNode(
       "programme " + d.program.program_id + " \u00b7 period " + when(d.program.period_start) + " to " + when(d.program.period_end) +
@@ -234,6 +233,7 @@
           el("td", {}, [r.status]), el("td", {}, [when(r.since)]), cell("overdue." + r.order_id + ".seconds", r.overdue_seconds, function (v) { return num(v) + " s"; })]);
       })) : note("No order is overdue."));
 
+    var hours = durations(Math.max.apply(null, d.labs.map(function (r) { return r.p90_hours; }).concat([0])));
     hbars("c-labs", d.labs.map(function (r) { return { label: r.lab_id, values: [r.median_hours, r.p90_hours] }; }), ["median", "90th percentile"], hours);
     clear("n-labs").append(d.labs.length ? table(["lab", "samples", "median", "p90"], d.labs.map(function (r) {
       var k = "lab." + r.lab_id;
@@ -283,16 +283,26 @@
 
   function start() {
     var embedded = JSON.parse(document.getElementById("embedded-data").textContent);
-    if (embedded) { render(embedded); return; }
+    if (embedded) { EMBEDDED = true; render(embedded); return; }
     var p = params();
     var token = p.token || p.id_token || sessionStorage.getItem("testbuy.token");
-    var program = p.program || sessionStorage.getItem("testbuy.program");
+    // the hosted UI gives back the state it was sent: the programme typed before signing in
+    var program = p.program || p.state || sessionStorage.getItem("testbuy.program");
     if (p.token || p.id_token) {
       sessionStorage.setItem("testbuy.token", token);
       // the token leaves the address bar (and any screenshot or bookmark of it); the programme stays
       history.replaceState(null, "", location.pathname + location.search + (program ? "#program=" + encodeURIComponent(program) : ""));
     }
     var form = document.getElementById("signin");
+    var signin = document.body.getAttribute("data-signin");
+    if (signin) {  // in AWS: the Cognito hosted UI, which returns here with #id_token=
+      var link = el("a", { id: "signin-link", href: signin }, ["Sign in with your testbuy account"]);
+      link.addEventListener("click", function () {
+        var pr = document.getElementById("f-program").value.trim();
+        if (pr) { link.setAttribute("href", signin + "&state=" + encodeURIComponent(pr)); }
+      });
+      form.insertBefore(el("p", {}, [link, " (then the programme is all the form needs)"]), form.firstChild);
+    }
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var pr = document.getElementById("f-program").value.trim();

@@ -261,3 +261,30 @@ def test_an_answer_is_json_with_a_model_or_a_media_type_without_one() -> None:
         Ok(200, "neither", None)
     with pytest.raises(TypeError):
         Ok(200, "both", Health, media_type="text/html")
+
+
+def test_the_page_offers_the_hosted_ui_only_when_one_is_configured_and_escapes_it() -> None:
+    from chalicelib.web import page
+
+    assert 'data-signin=""' in page()
+    html = page(signin_url='https://d.auth.example/login?a=1&b="><script>x</script>')
+    assert 'data-signin="https://d.auth.example/login?a=1&amp;b=&quot;&gt;&lt;script&gt;x&lt;/script&gt;"' in html
+
+
+def test_the_template_wires_the_hosted_ui_once_the_dashboard_url_is_known() -> None:
+    from testbuy.infra import StackDescription
+    from testbuy.packaging import HAS_DASHBOARD_URL, WEB_CLIENT_ID, render_fragment
+
+    fragment = render_fragment(StackDescription.load("prod"))
+    client = fragment["Resources"][WEB_CLIENT_ID]
+    assert client["Condition"] == HAS_DASHBOARD_URL
+    assert client["Properties"]["CallbackURLs"] == [{"Ref": "DashboardUrl"}]
+    assert client["Properties"]["AllowedOAuthFlows"] == ["implicit"]
+    assert fragment["Parameters"]["DashboardUrl"]["Default"] == ""
+    assert fragment["Conditions"][HAS_DASHBOARD_URL] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DashboardUrl"}, ""]}]}
+    env = fragment["Globals"]["Function"]["Environment"]["Variables"]["TESTBUY_SIGNIN_URL"]
+    assert env["Fn::If"][0] == HAS_DASHBOARD_URL and env["Fn::If"][2] == ""
+    assert "response_type=token" in env["Fn::If"][1]["Fn::Sub"]
+    # no cycle: neither the client nor the environment names the API (only the output does)
+    assert "RestAPI" not in json.dumps(client) + json.dumps(env)
+    assert "RestAPI" in json.dumps(fragment["Outputs"]["DashboardUrl"])
