@@ -9,9 +9,9 @@ marketplace whose 500 sellers ``testbuy sellers sample`` writes, and the labs ``
 - The same with curl, where curl and jq are installed (they are not part of the project's requirements).
 - "For labs", with the simulated lab stopped: queue, evidence, custody, verdict, custody again.
 
-Each block must exit 0 (``bash -euo pipefail``); the effects are then checked through the API. About 100 s on an idle
-core (over the usual 60 s: three real rounds of about 10 orders each, the CLI one, the curl one and the lab one, each
-waiting for deliveries and verdicts; a lost parcel costs the 30 s delivery timeout the README sets)."""
+Each block must exit 0 (``bash -euo pipefail``); the effects are then checked through the API. 50 s here, up to about
+100 s: three real rounds of about 10 orders each (the CLI one, the curl one and the lab one) wait for deliveries and
+verdicts, and a lost parcel costs the 30 s delivery timeout the README sets."""
 
 from __future__ import annotations
 
