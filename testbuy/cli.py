@@ -11,7 +11,8 @@ from rich.console import Console
 
 EXIT_CODES = (
     "Exit codes: 0 done; 1 done but negative (rows rejected, round failed, ledger drift); 2 usage or refused by "
-    "the API (400/409); 3 not found; 4 authentication or role; 5 API unavailable or failing; 6 timed out."
+    "the API (400/409); 3 not found; 4 authentication or role; 5 API unavailable or failing; 6 timed out; "
+    "130 interrupted."
 )
 app = typer.Typer(
     add_completion=False,

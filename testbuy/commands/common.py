@@ -12,6 +12,7 @@ Exit codes (also in the README and ``testbuy --help``):
 4     authentication or permission (401/403): no token, an expired one, or the wrong role
 5     the API is unavailable or failed (5xx, connection refused, network timeout)
 6     a wait timed out (``rounds watch --timeout``)
+130   interrupted (Ctrl-C); an import keeps its progress for ``--resume``
 ====  ==========================================================================================================
 """
 
@@ -27,7 +28,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-OK, NEGATIVE, USAGE, NOT_FOUND, AUTH, UNAVAILABLE, TIMEOUT = 0, 1, 2, 3, 4, 5, 6
+OK, NEGATIVE, USAGE, NOT_FOUND, AUTH, UNAVAILABLE, TIMEOUT, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 
 err = Console(stderr=True)
 out = Console()

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from testbuy.commands.common import (
     API_OPT,
+    INTERRUPTED,
     JSON_OPT,
     NEGATIVE,
     OK,
@@ -284,20 +285,24 @@ def rounds_watch(
             t.add_row(k, str(v))
         return t
 
-    with Live(view(r), console=err, refresh_per_second=4, transient=False) if live_ok else _Null() as live:
-        while True:
-            line = f"{r['status']} settled {r.get('settled', 0)}/{r.get('sampled', 0)} " + " ".join(
-                f"{k}={v}" for k, v in r.get("orders_by_status", {}).items()
-            )
-            if live_ok:
-                live.update(view(r))
-            elif line != last:
-                err.print(f"{datetime.now(UTC):%H:%M:%S} round {round_id}: {line}", soft_wrap=True, markup=False)
-            last = line
-            if r["status"] in ("completed", "failed") or time.monotonic() >= deadline:
-                break
-            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-            r = api.call("GET", path)
+    try:
+        with Live(view(r), console=err, refresh_per_second=4, transient=False) if live_ok else _Null() as live:
+            while True:
+                line = f"{r['status']} settled {r.get('settled', 0)}/{r.get('sampled', 0)} " + " ".join(
+                    f"{k}={v}" for k, v in r.get("orders_by_status", {}).items()
+                )
+                if live_ok:
+                    live.update(view(r))
+                elif line != last:
+                    err.print(f"{datetime.now(UTC):%H:%M:%S} round {round_id}: {line}", soft_wrap=True, markup=False)
+                last = line
+                if r["status"] in ("completed", "failed") or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+                r = api.call("GET", path)
+    except KeyboardInterrupt:
+        err.print(f"stopped watching; round {round_id} goes on (watch it again any time)", soft_wrap=True)
+        raise typer.Exit(INTERRUPTED) from None
     if as_json:
         emit_json(r)
     elif not live_ok:

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from testbuy.commands.common import (
     API_OPT,
+    INTERRUPTED,
     JSON_OPT,
     NEGATIVE,
     OK,
@@ -318,31 +319,35 @@ def import_sellers(
             err.print(f"[yellow]{spath} is for another file, programme or batch size: importing everything[/]")
     rejected = [*parsed.rejected, *(Rejected(**r) for r in state["rejected"])]
     done = set(state["done"])
-    with Progress(
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-    ) as progress:
-        task = progress.add_task("sellers", total=len(parsed.rows))
-        for index, batch in enumerate(batches):
-            if index in done:
+    try:
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("sellers", total=len(parsed.rows))
+            for index, batch in enumerate(batches):
+                if index in done:
+                    progress.advance(task, len(batch))
+                    continue
+                imported, refused = _send(api, program_id, batch)
+                rejected.extend(refused)
+                state["imported"] += imported
+                state["done"].append(index)
+                state["rejected"].extend(r.as_dict() for r in refused)
+                try:
+                    _save(spath, state)
+                except OSError as exc:  # a read-only directory: the import goes on, --resume will not know this batch
+                    err.print(f"[yellow]cannot record progress in {spath}: {exc}[/]", soft_wrap=True)
                 progress.advance(task, len(batch))
-                continue
-            imported, refused = _send(api, program_id, batch)
-            rejected.extend(refused)
-            state["imported"] += imported
-            state["done"].append(index)
-            state["rejected"].extend(r.as_dict() for r in refused)
-            try:
-                _save(spath, state)
-            except OSError as exc:  # a read-only directory: the import goes on, --resume will not know this batch
-                err.print(f"[yellow]cannot record progress in {spath}: {exc}[/]", soft_wrap=True)
-            progress.advance(task, len(batch))
-            if not err.is_terminal and not as_json:
-                err.print(f"batch {index + 1}/{len(batches)}: {imported} imported", soft_wrap=True)
+                if not err.is_terminal and not as_json:
+                    err.print(f"batch {index + 1}/{len(batches)}: {imported} imported", soft_wrap=True)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {state['imported']} sellers imported so far; run again with --resume", soft_wrap=True)
+        raise typer.Exit(INTERRUPTED) from None
     rejected.sort(key=lambda r: r.line)
     report = {
         "program_id": program_id,

@@ -752,3 +752,27 @@ def test_token_json_names_the_stack(tmp_path: Path) -> None:
     from chalicelib.api.auth import verify_token
 
     assert verify_token("q" * 32, body["token"]).lab_id == "lab-east"
+
+
+def test_ctrl_c_during_an_import_keeps_its_progress(fake_api: FakeApi, tmp_path: Path, monkeypatch: Any) -> None:
+    from testbuy.commands import sellers
+
+    f = tmp_path / "sellers.jsonl"
+    f.write_text("\n".join(seller_line(i) for i in range(10)) + "\n")
+    importing_api(fake_api)
+    real_send = sellers._send
+    calls = {"n": 0}
+
+    def interrupted_second_time(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_send(*args)
+
+    monkeypatch.setattr(sellers, "_send", interrupted_second_time)
+    result = run(
+        "sellers", "import", str(f), "-p", "prg-1", "--batch-size", "4", "--api-url", fake_api.url, "--token", "t"
+    )
+    assert result.exit_code == 130 and "--resume" in result.stderr
+    state = json.loads((tmp_path / "sellers.jsonl.import-state.json").read_text())
+    assert state["done"] == [0] and state["imported"] == 4
