@@ -28,7 +28,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         DynamoPrograms,
         DynamoRounds,
     )
-    from chalicelib.adapters.system import SeededIds, SystemClock, UlidIds
+    from chalicelib.adapters.system import SystemClock, make_ids
     from chalicelib.adapters.webhook_receipts import DynamoWebhookReceipts
     from chalicelib.observability import EmfMetrics
 
@@ -38,7 +38,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     dynamodb = make_client(sess, "dynamodb")
     return Deps(
         clock=clock,
-        ids=UlidIds() if cfg.id_seed is None else SeededIds(cfg.id_seed),
+        ids=make_ids(cfg.id_seed),
         programs=DynamoPrograms(dynamodb, cfg.data_table),
         rounds=DynamoRounds(dynamodb, cfg.data_table),
         orders=DynamoOrders(dynamodb, cfg.data_table),

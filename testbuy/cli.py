@@ -1,19 +1,28 @@
-"""The `testbuy` command line: demo, serve, token, package, schemas, openapi, spend."""
+"""The `testbuy` command line: the local stack and the build (demo, serve, token, package, schemas, openapi) and,
+over the HTTP API, a command group per role (programs, sellers, rounds, metrics, spend, reconcile, lab, events)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="testbuy: marketplace test-buy programmes.")
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 done but negative (rows rejected, round failed, ledger drift); 2 usage or refused by "
+    "the API (400/409); 3 not found; 4 authentication or role; 5 API unavailable or failing; 6 timed out; "
+    "130 interrupted."
+)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="testbuy: marketplace test-buy programmes.\n\n"
+    "Configuration: --api-url/--token > $TESTBUY_API_URL/$TESTBUY_TOKEN > --profile in "
+    "~/.config/testbuy/profiles.toml > a running local stack (`make serve`, a dev token is minted). "
+    "--json prints JSON on stdout.\n\n" + EXIT_CODES,
+)
 console = Console()
-LOCAL_STATE = Path(".testbuy/local.json")
 
 
 @app.command()
@@ -66,12 +75,21 @@ def token(
     lab_id: str | None = typer.Option(None, help="required for role lab"),
     subject: str = typer.Option("cli-user"),
     ttl: int = typer.Option(86400, min=60),
+    stage: str = typer.Option("local", help="the stack's stage (tests run stage test)"),
+    as_json: bool = typer.Option(False, "--json", help='print {"token": ..., "api_url": ...} as JSON'),
 ) -> None:
-    """Print a dev token for the running local stack (`testbuy serve`)."""
+    """Print a dev token for the running local stack (`testbuy serve`), from any directory."""
     from chalicelib.api.auth import Role, issue_token
+    from testbuy.profiles import find_local_stack, runtime_state_path
 
-    if not LOCAL_STATE.exists():
-        console.print("[red]No local stack state found.[/] Start one with `testbuy serve` in this directory first.")
+    state = find_local_stack(stage)
+    if state is None:
+        err = Console(stderr=True)
+        err.print(
+            f"[red]No running local stack found[/] (looked in {runtime_state_path(stage)} and the project's "
+            ".testbuy/local.json). Start one with `make serve` (or `testbuy serve`).",
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
     try:
         r = Role(role)
@@ -81,8 +99,11 @@ def token(
     if r is Role.LAB and not lab_id:
         console.print("[red]A lab token needs --lab-id.[/]")
         raise typer.Exit(2)
-    secret = json.loads(LOCAL_STATE.read_text())["token_secret"]
-    print(issue_token(secret, r, subject, lab_id, ttl))
+    value = issue_token(str(state["token_secret"]), r, subject, lab_id, ttl)
+    if as_json:
+        print(json.dumps({"token": value, "role": r.value, "lab_id": lab_id, "api_url": state["api_url"]}))
+    else:
+        print(value)
 
 
 @app.command()
@@ -116,55 +137,42 @@ def openapi(write: bool = typer.Option(False, help="rewrite docs/openapi.json"))
     raise typer.Exit(1 if problems else 0)
 
 
-def _get(api_url: str, token_value: str, path: str) -> Any:
-    """GET from a running API; a non-200 answer is printed and ends the command with exit 1."""
-    from testbuy.client import ApiClient
+# Commands over the HTTP API, one group per role (testbuy/commands/); exit codes: testbuy/commands/common.py.
+from testbuy.commands import common as _common  # noqa: E402
+from testbuy.commands import events as _events  # noqa: E402
+from testbuy.commands import roles as _roles  # noqa: E402
+from testbuy.commands import sellers as _sellers  # noqa: E402
 
-    status, body, _ = ApiClient(api_url, token_value).request("GET", path)
-    if status != 200:
-        console.print(f"[red]HTTP {status}[/]: {body}")
-        raise typer.Exit(1)
-    return body
-
-
-@app.command()
-def spend(
-    program_id: str,
-    api_url: str = typer.Option(..., envvar="TESTBUY_API_URL"),
-    token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
-    group_by: str = typer.Option("program"),
-    fmt: str = typer.Option("json", "--format"),
-) -> None:
-    """Print a spend report (JSON or CSV) from a running API."""
-    query = urllib.parse.urlencode({"group_by": group_by, "format": fmt})
-    body = _get(api_url, token_value, f"/programs/{urllib.parse.quote(program_id, safe='')}/spend?{query}")
-    sys.stdout.write(body if isinstance(body, str) else json.dumps(body, indent=2) + "\n")
-
-
-@app.command()
-def reconcile(
-    program_id: str,
-    api_url: str = typer.Option(..., envvar="TESTBUY_API_URL"),
-    token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
-) -> None:
-    """Recompute every balance from the ledger journal and report drift (exit 1 unless it reconciles)."""
-    body = _get(api_url, token_value, f"/programs/{urllib.parse.quote(program_id, safe='')}/reconciliation")
-    sys.stdout.write(json.dumps(body, indent=2) + "\n")
-    raise typer.Exit(0 if body.get("reconciled") else 1)
+app.add_typer(_roles.programs, name="programs")
+app.add_typer(_sellers.sellers, name="sellers")
+app.add_typer(_roles.rounds, name="rounds")
+app.add_typer(_roles.lab, name="lab")
+app.add_typer(_events.events, name="events")
+app.command("metrics")(_roles.metrics)
+app.command("spend")(_roles.spend)
+app.command("reconcile")(_roles.reconcile)
+app.command("config")(_roles.config)
 
 
 @app.command()
 def report(
     program_id: str = typer.Option(..., "--program", help="the programme's id"),
-    api_url: str = typer.Option(..., envvar="TESTBUY_API_URL"),
-    token_value: str = typer.Option(..., "--token", envvar="TESTBUY_TOKEN"),
     out: Path | None = typer.Option(None, help="where the HTML file goes (default report-<program>.html)"),
+    as_json: bool = _common.JSON_OPT,
+    profile: str | None = _common.PROFILE_OPT,
+    api_url: str | None = _common.API_OPT,
+    token_value: str | None = _common.TOKEN_OPT,
 ) -> None:
     """Write one self-contained HTML report of a programme (opens with no server); prints its path."""
     from testbuy.report import write_report
 
-    data = _get(api_url, token_value, f"/programs/{urllib.parse.quote(program_id, safe='')}/dashboard")
-    print(write_report(data, out or Path(f"report-{program_id}.html")).resolve())
+    api = _common.connect(api_url=api_url, token=token_value, profile=profile, as_json=as_json, role="finance")
+    data = api.call("GET", f"/programs/{_common.q(program_id)}/dashboard", expect=(200,))
+    path = write_report(data, out or Path(f"report-{program_id}.html")).resolve()
+    if as_json:
+        _common.emit_json({"program_id": program_id, "path": str(path)})
+    else:
+        print(path)
 
 
 def main() -> None:

@@ -259,7 +259,13 @@ def _operation(decl: Declaration, components: dict[str, Any]) -> dict[str, Any]:
         for name, spec in decl.params.items()
     ]
     for q in decl.query:
-        schema: dict[str, Any] = {"type": "string", "enum": list(q.enum)}
+        schema: dict[str, Any] = {"type": "string"}
+        if q.enum:
+            schema["enum"] = list(q.enum)
+        else:
+            schema["maxLength"] = q.max_length
+            if q.pattern is not None:
+                schema["pattern"] = q.pattern
         if q.default is not None:
             schema["default"] = q.default
         params.append(

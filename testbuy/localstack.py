@@ -210,6 +210,9 @@ class LocalStack:
                 indent=2,
             )
         )
+        from testbuy.profiles import publish_state  # `testbuy token` finds the stack from any directory
+
+        publish_state(self.stage, json.loads((self.workdir / "local.json").read_text()))
         return self.info
 
     @property
@@ -264,6 +267,9 @@ class LocalStack:
         bootstrap.reset()
 
     def stop(self) -> None:
+        from testbuy.profiles import withdraw_state
+
+        withdraw_state(self.stage)
         if self._api is not None:
             self._api.shutdown()
             self._api.server.server_close()

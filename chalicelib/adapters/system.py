@@ -56,3 +56,9 @@ class SeededIds:
             value, rem = divmod(value, 32)
             chars.append(_CROCKFORD[rem])
         return f"{prefix}-{''.join(reversed(chars))}"
+
+
+def make_ids(seed: int | None) -> UlidIds | SeededIds:
+    """Random ULIDs, or reproducible ids when a seed is configured (``TESTBUY_ID_SEED``: the demo). A factory, so the
+    IAM check (``testbuy/iam.py``) sees both adapters this port may be bound to."""
+    return UlidIds() if seed is None else SeededIds(seed)

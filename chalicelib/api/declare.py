@@ -64,10 +64,23 @@ class PathParam:
 
 @dataclass(frozen=True)
 class QueryParam:
+    """A query parameter: one of ``enum`` when given, else a string matching ``pattern`` (at most ``max_length``)."""
+
     name: str
     description: str
-    enum: tuple[str, ...]
+    enum: tuple[str, ...] = ()
     default: str | None = None
+    pattern: str | None = None
+    max_length: int = ID_MAX_LENGTH
+
+    def problem(self, value: str) -> str | None:
+        if self.enum:
+            return None if value in self.enum else f"must be one of {list(self.enum)}"
+        if len(value) > self.max_length:
+            return f"must be at most {self.max_length} characters"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"must match {self.pattern}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -337,8 +350,9 @@ def _query(decl: Declaration, given: dict[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, spec in known.items():
         if name in given:
-            if given[name] not in spec.enum:
-                raise ApiError(400, "invalid_input", f"{name} must be one of {list(spec.enum)}", [{"field": name}])
+            problem = spec.problem(given[name])
+            if problem is not None:
+                raise ApiError(400, "invalid_input", f"{name} {problem}", [{"field": name}])
             out[name] = given[name]
         elif spec.default is not None:
             out[name] = spec.default

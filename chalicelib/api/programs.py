@@ -6,11 +6,28 @@ from __future__ import annotations
 from chalice.app import Blueprint
 
 from chalicelib.api.common import ENF, FIN, PM
-from chalicelib.api.declare import Call, Ok, Refusal, Reply, endpoint
-from chalicelib.api.schemas import Funded, Imported, Metrics, Program, ProgramView, RefundFeedStored, RoundView
+from chalicelib.api.declare import ID_MAX_LENGTH, ID_PATTERN, Call, Ok, QueryParam, Refusal, Reply, endpoint
+from chalicelib.api.schemas import (
+    Funded,
+    Imported,
+    Metrics,
+    Program,
+    ProgramView,
+    RefundFeedStored,
+    RoundOrders,
+    RoundView,
+)
 from chalicelib.bootstrap import deps
 from chalicelib.domain.ledger import Balance
-from chalicelib.domain.models import FundRequest, ProgramCreate, RefundFeedIn, Round, RoundStart, SellerImport
+from chalicelib.domain.models import (
+    FundRequest,
+    OrderStatus,
+    ProgramCreate,
+    RefundFeedIn,
+    Round,
+    RoundStart,
+    SellerImport,
+)
 from chalicelib.services import finance
 
 bp = Blueprint(__name__)
@@ -135,6 +152,49 @@ def get_round(call: Call) -> Reply:
     from chalicelib.services import rounds
 
     return Reply(200, rounds.round_view(deps(), call.params["program_id"], call.params["round_id"]))
+
+
+ORDERS_PAGE_DEFAULT = 100
+
+
+@endpoint(
+    bp,
+    "GET",
+    "/programs/{program_id}/rounds/{round_id}/orders",
+    summary="A round's orders with their status (filterable by status, paginated by order id)",
+    tag="programs",
+    roles=(PM,),
+    ok=(Ok(200, "a page of the round's orders, by order id", RoundOrders),),
+    errors=(404,),
+    query=(
+        QueryParam("status", "only orders in this status", tuple(s.value for s in OrderStatus)),
+        QueryParam(
+            "limit",
+            f"orders per page, 1 to 1000 (default {ORDERS_PAGE_DEFAULT})",
+            pattern=r"^(?:[1-9][0-9]{0,2}|1000)$",
+            max_length=4,
+        ),
+        QueryParam(
+            "cursor",
+            "next_cursor of the previous page",
+            pattern=ID_PATTERN,
+            max_length=ID_MAX_LENGTH,
+        ),
+    ),
+)
+def round_orders(call: Call) -> Reply:
+    from chalicelib.services import rounds
+
+    q = call.query
+    page = rounds.round_orders(
+        deps(),
+        call.params["program_id"],
+        call.params["round_id"],
+        status=q.get("status"),
+        cursor=q.get("cursor"),
+        limit=int(q.get("limit", ORDERS_PAGE_DEFAULT)),
+    )
+    return Reply(200, page)
 
 
 @endpoint(

@@ -72,6 +72,33 @@ class RoundView(Round):
     orders_by_status: dict[str, int]
 
 
+class RoundOrder(Out):
+    """One order of a round as its programme manager follows it (no persona, no price paid to whom)."""
+
+    order_id: str
+    seller_id: str
+    category: str
+    status: str
+    amount: int = Field(description="the reservation, in minor units of currency")
+    currency: str
+    lab_id: str | None
+    verdict: str | None
+    failure: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RoundOrders(Out):
+    """A page of a round's orders, by order id; ``next_cursor`` (null on the last page) is passed back as ``cursor``."""
+
+    program_id: str
+    round_id: str
+    status: str | None = Field(description="the status filter applied, null for every status")
+    orders: list[RoundOrder]
+    next_cursor: str | None
+
+
 class RiskFigure(Out):
     """One measure of the risk model with its 95% interval; ``estimate`` is null with a ``reason`` when the
     exploration units cannot give it. ``ht``: the exactly unbiased Horvitz-Thompson version where the denominator is

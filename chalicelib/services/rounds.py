@@ -447,6 +447,44 @@ def round_view(d: Deps, program_id: str, round_id: str) -> dict[str, Any]:
     return {**rnd.model_dump(mode="json"), "orders_by_status": dict(sorted(counts.items()))}
 
 
+def round_orders(
+    d: Deps, program_id: str, round_id: str, status: str | None = None, cursor: str | None = None, limit: int = 100
+) -> dict[str, Any]:
+    """A page of the round's orders in order-id order, optionally of one status; ``cursor`` is the last order id of
+    the previous page (the next page starts after it). 404 for a round that is not this programme's."""
+    d.rounds.get_round(program_id, round_id)
+    orders = sorted(
+        (o for o in d.orders.list_round_orders(round_id) if status is None or o.status.value == status),
+        key=lambda o: o.order_id,
+    )
+    if cursor is not None:
+        orders = [o for o in orders if o.order_id > cursor]
+    page = orders[:limit]
+    return {
+        "program_id": program_id,
+        "round_id": round_id,
+        "status": status,
+        "orders": [
+            {
+                "order_id": o.order_id,
+                "seller_id": o.seller_id,
+                "category": o.category,
+                "status": o.status.value,
+                "amount": o.amount,
+                "currency": o.currency,
+                "lab_id": o.lab_id,
+                "verdict": o.verdict.value if o.verdict is not None else None,
+                "failure": o.failure,
+                "delivered_at": o.delivered_at.isoformat() if o.delivered_at is not None else None,
+                "created_at": o.created_at.isoformat(),
+                "updated_at": o.updated_at.isoformat(),
+            }
+            for o in page
+        ],
+        "next_cursor": page[-1].order_id if len(orders) > limit else None,
+    }
+
+
 def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     """Programme-level metrics: per-round figures combined, raw and design-weighted (each round's respondents
     weighted for thinning and nonresponse as in :func:`summarize`)."""
