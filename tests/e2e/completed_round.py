@@ -104,6 +104,11 @@ def completed_round(local_stack: Any, stack_info: Any) -> Iterator[Outcome]:
             assert time.monotonic() < deadline, f"round not completed in {ROUND_DEADLINE_S}s: {view}"
             time.sleep(0.5)
         subscriber.drain()
+        # The round is over: stop the labs and the subscriber before handing the outcome on. The fixture lives for the
+        # whole session, and a subscriber left polling would take the bus's messages from every later test's queues.
+        for lab in labs:
+            lab.stop()
+        subscriber.stop()
         yield Outcome(pid, rid, view, world, market, subscriber, labs, pm, fin, time.monotonic() - started)
     finally:
         for lab in labs:

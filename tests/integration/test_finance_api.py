@@ -250,5 +250,5 @@ def test_cli_spend_prints_the_same_report(stack_info: Any, token_for: Any, scena
         CliRunner()
         .invoke(app, ["spend", "prg-nope", "--api-url", stack_info.api_url, "--token", token_for("finance")])
         .exit_code
-        == 1
+        == 3  # the CLI's documented exit code for "not found"
     )
