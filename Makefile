@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/testbuy demo $(DEMO_ARGS)
 
 test: $(STAMP)
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 # lint packages the template into build/package (chalice package: about a minute on a cold dependency cache, seconds

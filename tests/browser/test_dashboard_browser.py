@@ -4,8 +4,9 @@ with no console error, each chart's numbers are the API's, a screenshot is saved
 copied to docs/dashboard.png for the README when that is missing or ``TESTBUY_UPDATE_SCREENSHOT`` is set), and
 ``testbuy report`` writes a file that draws with no server and no request.
 
-Where no Chromium exists the tests say so and are skipped; with ``CI`` set a missing browser fails them (``.ci/run``
-installs it). Playwright's own browser download (``playwright install``) is never used: it fetches from a CDN.
+Where no Chromium exists the tests fail and say how to install it; they are never skipped (a skipped test proves
+nothing), and ``make test`` installs Debian's chromium first (``scripts/ensure-chromium.sh``).
+Playwright's own browser download (``playwright install``) is never used: it fetches from a CDN.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ FEED = (("2026-08", 2_000_000, 620), ("2026-09", 2_100_000, 588), ("2026-10", 2_
 
 
 def _no_browser(why: str) -> None:
-    message = f"no headless browser: {why}; install Debian's chromium (apt-get install -y chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}: CI must run the browser tests (.ci/run installs it)")
-    pytest.skip(message)
+    """A missing browser fails the tests (never a skip): `make test` installs it (scripts/ensure-chromium.sh)."""
+    pytest.fail(
+        f"no headless browser: {why}; run `bash scripts/ensure-chromium.sh` (Debian's chromium) or set "
+        "TESTBUY_CHROMIUM to a Chromium binary"
+    )
 
 
 @pytest.fixture(scope="module")
