@@ -40,29 +40,12 @@ import numpy.typing as npt
 
 from chalicelib.domain.estimation import estimate
 from chalicelib.domain.sampling import design, poisson_draw
+from testbuy.sim.frames import synthetic_frame as make_frame
 
 N_SELLERS = 50_000
 EXPECTED_BUYS = 1_500
 PREVALENCES = (0.001, 0.005, 0.05)
-D_AUC80 = 1.190
 MODELS = {"informative": "", "useless": "_useless", "misleading": "_misleading"}
-
-
-def make_frame(
-    n: int, prevalence: float, model: str, seed: int
-) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """(y, risk, cost) of the docstring's construction."""
-    rng = np.random.default_rng(seed)
-    y = np.zeros(n, dtype=np.int8)
-    y[rng.choice(n, round(prevalence * n), replace=False)] = 1
-    d = 0.0 if model == "useless" else D_AUC80
-    z = rng.standard_normal(n) + d * y
-    if model == "misleading":
-        z = -z
-    logit = math.log(prevalence / (1 - prevalence)) + d * z - d * d / 2
-    risk = np.clip(1.0 / (1.0 + np.exp(-logit)), 1e-12, 1 - 1e-12)  # the design needs risk strictly in (0, 1)
-    cost = np.round(np.exp(rng.normal(math.log(10_000), 0.4, n))).astype(np.int64)
-    return y, risk, cost
 
 
 def coverage(y: npt.NDArray[np.int8], pi: npt.NDArray[np.float64], rounds: int, seed: int) -> float:

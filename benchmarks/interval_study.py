@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from statistics import NormalDist
@@ -24,28 +23,12 @@ from statistics import NormalDist
 import numpy as np
 
 from chalicelib.domain.sampling import design
+from testbuy.sim.frames import synthetic_frame as make_frame
 
 PREVALENCES = (0.001, 0.005, 0.02, 0.05, 0.1)
 MODELS = ("informative", "useless", "misleading")
 SIZES = ((20_000, 300), (50_000, 1_500), (100_000, 5_000))
-D_AUC80 = 1.190  # Phi(1.190 / sqrt 2) = 0.80
 Z = NormalDist().inv_cdf(0.975)
-
-
-def make_frame(n: int, prevalence: float, model: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exactly round(prevalence * n) fakes; calibrated binormal P(y=1 | z), z ~ N(d y, 1); misleading: risk of -z."""
-    rng = np.random.default_rng(seed)
-    y = np.zeros(n, dtype=np.int8)
-    y[rng.choice(n, round(prevalence * n), replace=False)] = 1
-    d = 0.0 if model == "useless" else D_AUC80
-    z = rng.standard_normal(n) + d * y
-    if model == "misleading":
-        z = -z
-    logit = math.log(prevalence / (1 - prevalence)) + d * z - d * d / 2
-    risk = 1.0 / (1.0 + np.exp(-logit))
-    risk = np.clip(risk, 1e-12, 1 - 1e-12)
-    cost = np.round(np.exp(rng.normal(math.log(10_000), 0.4, n))).astype(np.int64)
-    return y, risk, cost
 
 
 def round_sums(y: np.ndarray, pi: np.ndarray, rounds: int, seed: int, chunk: int = 100) -> np.ndarray:

@@ -24,10 +24,10 @@ import pytest
 
 from chalicelib.domain.estimation import Estimate, combine_rounds, estimate, hit_lift
 from chalicelib.domain.sampling import design
+from testbuy.sim.frames import synthetic_frame
 
 N_SELLERS = 20_000
 EXPECTED_BUYS = 1_500
-D_AUC80 = 1.190
 ROUNDS = 2_000
 SE = math.sqrt(0.95 * 0.05 / ROUNDS)
 
@@ -40,17 +40,7 @@ class Frame:
 
 
 def make_frame(n: int, prevalence: float, model: str, seed: int) -> Frame:
-    rng = np.random.default_rng(seed)
-    y = np.zeros(n, dtype=np.int8)
-    y[rng.choice(n, round(prevalence * n), replace=False)] = 1
-    d = 0.0 if model == "useless" else D_AUC80
-    z = rng.standard_normal(n) + d * y
-    if model == "misleading":
-        z = -z
-    logit = math.log(prevalence / (1 - prevalence)) + d * z - d * d / 2
-    risk = np.clip(1.0 / (1.0 + np.exp(-logit)), 1e-12, 1 - 1e-12)
-    cost = np.round(np.exp(rng.normal(math.log(10_000), 0.4, n))).astype(np.int64)
-    return Frame(y, risk, cost)
+    return Frame(*synthetic_frame(n, prevalence, model, seed))
 
 
 def draws(pi: npt.NDArray[np.float64], rounds: int, seed: int) -> list[npt.NDArray[np.int64]]:
