@@ -27,6 +27,20 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class FieldError(InvalidInput, ValueError):
+    """Invalid library input (sampling, estimation, ...): ``field`` names the input, the message states the rule.
+
+    The message is ``"<field>: <message>"``; with ``prefix_always = False`` a message that already starts with the
+    field's name (a sentence such as "budget must be a positive integer ...") is kept as it is."""
+
+    prefix_always = True
+
+    def __init__(self, field: str, message: str) -> None:
+        named = not self.prefix_always and message.startswith(field)
+        super().__init__(message if named else f"{field}: {message}", details={"field": field})
+        self.field = field
+
+
 class NotFound(DomainError):
     code = "not_found"
 

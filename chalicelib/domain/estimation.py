@@ -81,7 +81,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.domain.errors import InvalidInput
+from chalicelib.domain.errors import FieldError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -106,14 +106,10 @@ METHOD_CLOPPER_PEARSON_DESIGN = "clopper-pearson-design"
 METHOD_CENSUS = "census"
 
 
-class EstimationError(InvalidInput, ValueError):
+class EstimationError(FieldError):
     """Invalid estimation input; ``field`` names the offending input."""
 
     code = "invalid_estimation_input"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", details={"field": field})
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.domain.errors import InvalidInput
+from chalicelib.domain.errors import FieldError
 from chalicelib.domain.models import Order, Round, VerdictKind
 
 FloatArray = npt.NDArray[np.float64]
@@ -89,14 +89,10 @@ METHOD = (
 )
 
 
-class ModelQualityError(InvalidInput, ValueError):
+class ModelQualityError(FieldError):
     """Invalid model-quality input; ``field`` names the offending input."""
 
     code = "invalid_model_quality_input"
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}", details={"field": field_name})
-        self.field = field_name
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.domain.errors import InvalidInput
+from chalicelib.domain.errors import FieldError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -80,14 +80,10 @@ MIN_RESPONDENTS = 5
 """A weighting class has at least this many respondents, or is its stratum's only class."""
 
 
-class NonresponseError(InvalidInput, ValueError):
+class NonresponseError(FieldError):
     """Invalid thinning or weighting input; ``field`` names the offending input."""
 
     code = "invalid_nonresponse_input"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", details={"field": field})
-        self.field = field
 
 
 # --------------------------------------------------------------------------------------------------- thinning

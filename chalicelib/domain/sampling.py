@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from chalicelib.domain.errors import InvalidInput
+from chalicelib.domain.errors import FieldError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -90,16 +90,12 @@ _REFINE_STREAM = 0x5EED  # spawn key of the refinement stream (independent of th
 _MAX_COST = 10**12  # minor units per order; keeps every partial sum of costs exact in int64 and float64
 
 
-class SamplingError(InvalidInput, ValueError):
+class SamplingError(FieldError):
     """Invalid sampling input. ``field`` names the offending input (``risk``, ``cost``, ``budget`` ...); the
     message is a sentence that names the input and the rule it broke."""
 
     code = "invalid_sampling_input"
-
-    def __init__(self, field: str, message: str) -> None:
-        text = message if message.startswith(field) else f"{field}: {message}"
-        super().__init__(text, details={"field": field})
-        self.field = field
+    prefix_always = False
 
 
 @dataclass(frozen=True, eq=False)
