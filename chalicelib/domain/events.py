@@ -119,6 +119,9 @@ class EnforcementActionRecommended(EventData):
     policy_version: str
     reason: str
     evidence: list[str]
+    # a ring-level recommendation (issue 10): the ring and the kinds of fingerprint its sellers share, never values
+    ring_id: str | None = None
+    shared_fingerprint_kinds: list[str] = Field(default_factory=list)
 
 
 class BudgetThresholdCrossed(EventData):
@@ -155,6 +158,108 @@ class RoundFailed(EventData):
     error: str
 
 
+# ---------------------------------------------------------------------------- from verdict to consequence (issue 10)
+
+
+class RetestRequested(EventData):
+    """A sample goes to another lab: its verdict was inconclusive, its lab missed the deadline, or an appeal asks
+    for a second opinion (``reason``)."""
+
+    detail_type = "RetestRequested"
+    component = "lab"
+    order_id: str
+    round_id: str
+    seller_id: str
+    reason: str = Field(description="inconclusive | overdue | appeal")
+    from_lab: str
+    to_lab: str
+    attempt: int = Field(ge=1, description="the lab attempt this re-test starts (the first lab is attempt 1)")
+    second_unit: bool = Field(default=False, description="a second unit is bought for the re-test")
+
+
+class VerdictDeadlineMissed(EventData):
+    """Escalation: a lab did not give its verdict by the deadline; the sample is reassigned when another lab is left."""
+
+    detail_type = "VerdictDeadlineMissed"
+    component = "lab"
+    order_id: str
+    round_id: str
+    seller_id: str
+    lab_id: str
+    attempt: int = Field(ge=1)
+    due_at: datetime
+    reassigned_to: str | None = Field(default=None, description="None: no lab left to ask")
+
+
+class AppealFiled(EventData):
+    detail_type = "AppealFiled"
+    component = "appeals"
+    appeal_id: str
+    order_id: str
+    seller_id: str
+    filed_by: str = Field(description="marketplace | enforcement")
+    verdict: str = Field(description="the verdict appealed against")
+    deadline: datetime
+
+
+class AppealDecided(EventData):
+    detail_type = "AppealDecided"
+    component = "appeals"
+    appeal_id: str
+    order_id: str
+    seller_id: str
+    outcome: str = Field(description="upheld | overturned | expired")
+    original_verdict: str
+    retest_verdict: str | None
+    retest_lab: str | None
+
+
+class EnforcementActionRescinded(EventData):
+    """An action recommended on a verdict later overturned: the enforcement service should undo it."""
+
+    detail_type = "EnforcementActionRescinded"
+    component = "enforcement"
+    order_id: str
+    seller_id: str
+    action: str
+    rule: str
+    policy_version: str
+    appeal_id: str
+    reason: str
+    ring_id: str | None = None
+
+
+class RingDetected(EventData):
+    """Sellers linked by shared fingerprints (identity document, payment account, address, device), found when
+    sellers are imported. Names the kinds shared, never the values."""
+
+    detail_type = "RingDetected"
+    component = "rings"
+    ring_id: str
+    sellers: list[str]
+    shared_fingerprint_kinds: list[str]
+
+
+class LeadRaised(EventData):
+    detail_type = "LeadRaised"
+    component = "leads"
+    lead_id: str
+    seller_id: str | None
+    ring_id: str | None
+    rule: str
+    estimated_counterfeit_sales: int = Field(description="minor units")
+    currency: str
+    package_sha256: str | None = Field(default=None, description="the evidence package's manifest hash")
+
+
+class LeadUpdated(EventData):
+    detail_type = "LeadUpdated"
+    component = "leads"
+    lead_id: str
+    status: str = Field(description="submitted | case_opened | arrests | conviction | closed_without_action")
+    previous_status: str
+
+
 ALL_EVENTS: tuple[type[EventData], ...] = (
     OrderPlaced,
     OrderDeliveryFailed,
@@ -167,6 +272,14 @@ ALL_EVENTS: tuple[type[EventData], ...] = (
     BudgetThresholdCrossed,
     RoundCompleted,
     RoundFailed,
+    RetestRequested,
+    VerdictDeadlineMissed,
+    AppealFiled,
+    AppealDecided,
+    EnforcementActionRescinded,
+    RingDetected,
+    LeadRaised,
+    LeadUpdated,
 )
 
 

@@ -208,6 +208,10 @@ def _example(annotation: Any, name: str) -> Any:
     if annotation is str:
         examples = {"currency": "USD", "verdict": "counterfeit", "action": "warn", "custody_head": "0" * 64}
         return examples.get(name, f"{name}-1")
+    if annotation is bool:
+        return True
+    if annotation is datetime:
+        return datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     if annotation is int:
         return 1234
     if annotation is float:
