@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from chalicelib.domain.appeals import Appeal, AppealEvent, RetestVerdict  # appeals (issue 10 item 2)
 from chalicelib.domain.custody import Anchor, CustodyEntry
 from chalicelib.domain.events import Envelope
 from chalicelib.domain.ledger import Balance, JournalEntry
@@ -353,3 +354,57 @@ class WebhookReceipts(Protocol):
     def release(self, webhook_id: str) -> None:
         """Give up a claim (processing failed) so that the sender's retry is processed."""
         ...
+
+
+# --- appeals (issue 10 item 2) -------------------------------------------------------------------------------------
+class AppealRepository(Protocol):
+    """Appeals, their re-test verdicts and wait point, and the corrections an overturn makes. Status changes are
+    conditional on the from-statuses of ``chalicelib.domain.appeals`` (``InvalidState`` otherwise); applying an event
+    to an appeal already in its target status returns it unchanged (a retried task)."""
+
+    def create(self, appeal: Appeal) -> tuple[Appeal, bool]:
+        """Store the appeal once (one conditional write on its id); return (the appeal now stored, created)."""
+        ...
+
+    def get(self, appeal_id: str) -> Appeal:
+        """Raise ``NotFound`` for an unknown id."""
+        ...
+
+    def list_program(self, program_id: str) -> list[Appeal]: ...
+    def lab_queue(self, lab_id: str) -> list[Appeal]:
+        """Appeals whose re-test waits for this lab's verdict."""
+        ...
+
+    def apply(
+        self, appeal_id: str, event: AppealEvent, at: datetime, fields: Mapping[str, Any] | None = None
+    ) -> Appeal:
+        """Apply a status event (``assign_retest`` joins the re-test lab's queue, every other event leaves it)."""
+        ...
+
+    def arm(self, appeal_id: str, token: str) -> Mapping[str, Any] | None:
+        """Store the task token of the waiting execution; return the re-test arrival if it already came."""
+        ...
+
+    def arrive(self, appeal_id: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
+        """Record the re-test arrival (first write wins); return (the arrival now stored, the armed token)."""
+        ...
+
+    def put_retest_verdict(self, verdict: RetestVerdict) -> tuple[RetestVerdict, bool]:
+        """Store the re-test verdict once; return (the verdict now stored, created)."""
+        ...
+
+    def get_retest_verdict(self, appeal_id: str) -> RetestVerdict | None: ...
+    def overturn_order(
+        self, order_id: str, appeal_id: str, original: VerdictKind, effective: VerdictKind, at: datetime
+    ) -> Order:
+        """Make ``effective`` the order's verdict, keeping ``original`` and the appeal id on the order (the lab's
+        verdict record itself is never rewritten). Conditional: the order's verdict is still ``original`` or was
+        already overturned by this appeal."""
+        ...
+
+    def rescind_confirmed(self, seller_id: str, order_id: str, appeal_id: str, at: datetime) -> None:
+        """Mark the seller's confirmed-counterfeit entry of this order rescinded (kept, no longer counted)."""
+        ...
+
+
+# --- end appeals ---------------------------------------------------------------------------------------------------

@@ -77,6 +77,14 @@ class Timeouts(Strict):
     max_jitter_seconds: StrictInt = Field(
         default=0, ge=0, le=7 * 86400, description="orders wait a random 0..max before placing (stealth)"
     )
+    # --- appeals (issue 10 item 2): not part of the order execution's waits (an appeal runs its own execution)
+    appeal_window_seconds: StrictInt = Field(
+        default=30 * 86400, ge=1, le=365 * 86400, description="an appeal may be filed this long after the verdict"
+    )
+    appeal_decision_seconds: StrictInt = Field(
+        default=30 * 86400, ge=1, le=180 * 86400, description="an appeal not decided by then expires"
+    )
+    # --- end appeals
 
     @model_validator(mode="after")
     def _fits_one_execution(self) -> Timeouts:
@@ -403,5 +411,8 @@ class Order(Lenient):
     failure: str | None = None
     place_intent_at: datetime | None = None
     recommendations: list[dict[str, Any]] = Field(default_factory=list)
+    # appeals (issue 10 item 2): set when an appeal overturned the verdict (``verdict`` is then the re-test's)
+    original_verdict: VerdictKind | None = None
+    verdict_overturned_by: str | None = None
     created_at: datetime
     updated_at: datetime

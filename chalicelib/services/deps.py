@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from chalicelib.domain.enforcement import PolicyConfig
 from chalicelib.domain.personas import PersonaPolicy
 from chalicelib.ports import (
+    AppealRepository,
     Clock,
     CustodyKey,
     CustodyRepository,
@@ -47,3 +48,4 @@ class Deps:
     # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
     custody_key: CustodyKey | None = None
     webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not
+    appeals: AppealRepository | None = None  # appeals (issue 10 item 2); None: appeals are not wired
