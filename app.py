@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Rate
 
-from chalicelib.api import dashboard, finance, lab, programs, system, webhooks
+from chalicelib.api import appeals, dashboard, finance, lab, programs, system, webhooks
 from chalicelib.domain.lifecycle import EXECUTION_ENDED_BADLY
 
 # The task handlers (and the statistics behind them: numpy, sampling, estimation, risk) load on a task function's
@@ -24,6 +24,7 @@ app.register_blueprint(lab.bp)
 app.register_blueprint(finance.bp)
 app.register_blueprint(webhooks.bp)
 app.register_blueprint(dashboard.bp)
+app.register_blueprint(appeals.bp)  # appeals (issue 10 item 2)
 
 
 # --- state-machine tasks: one Lambda function each (money-moving ones get their own IAM policy in .chalice/) ---
@@ -132,6 +133,42 @@ def order_cancel(event: dict[str, Any], context: Any) -> dict[str, Any]:
 @app.lambda_function(name="order_needs_reconciliation")
 def order_needs_reconciliation(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return tasks.run("order_needs_reconciliation", event)
+
+
+# --- appeals (issue 10 item 2): the tasks of the appeal machine
+
+
+@app.lambda_function(name="appeal_assign_retest_lab")
+def appeal_assign_retest_lab(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("appeal_assign_retest_lab", event)
+
+
+@app.lambda_function(name="appeal_await_retest")
+def appeal_await_retest(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("appeal_await_retest", event)
+
+
+@app.lambda_function(name="appeal_decide")
+def appeal_decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("appeal_decide", event)
+
+
+@app.lambda_function(name="appeal_rescind")
+def appeal_rescind(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("appeal_rescind", event)
+
+
+@app.lambda_function(name="appeal_expire")
+def appeal_expire(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("appeal_expire", event)
+
+
+@app.lambda_function(name="appeal_publish")
+def appeal_publish(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("appeal_publish", event)
+
+
+# --- end appeals
 
 
 # Safety net: Step Functions reports its executions' status changes on the default bus (where on_cw_event binds).

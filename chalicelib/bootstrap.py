@@ -16,6 +16,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     """Wire adapters to boto3 clients (created here, once per container)."""
     import boto3  # local import: keeps module import cheap and the domain free of boto3
 
+    from chalicelib.adapters.appeals_dynamodb import DynamoAppeals  # appeals (issue 10 item 2)
     from chalicelib.adapters.aws import EventBridgePublisher, S3EvidenceStore, StepFunctionsWorkflow
     from chalicelib.adapters.clients import make_client
     from chalicelib.adapters.custody_dynamodb import DynamoCustody
@@ -49,7 +50,11 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         events=EventBridgePublisher(make_client(sess, "events"), cfg.event_bus),
         workflow=StepFunctionsWorkflow(
             make_client(sess, "stepfunctions"),
-            {"round": cfg.round_state_machine_arn, "order": cfg.order_state_machine_arn},
+            {
+                "round": cfg.round_state_machine_arn,
+                "order": cfg.order_state_machine_arn,
+                "appeal": cfg.appeal_state_machine_arn,  # appeals (issue 10 item 2)
+            },
         ),
         marketplace=HttpMarketplace(cfg.marketplace_url),
         evidence=S3EvidenceStore(make_client(sess, "s3"), cfg.evidence_bucket),
@@ -57,6 +62,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         persona_pool_size=cfg.persona_pool_size,
         budget_thresholds=cfg.budget_thresholds,
         webhook_receipts=DynamoWebhookReceipts(dynamodb, cfg.data_table),
+        appeals=DynamoAppeals(dynamodb, cfg.data_table),  # appeals (issue 10 item 2)
     )
 
 

@@ -25,6 +25,7 @@ class Settings(BaseModel):
     evidence_bucket: str = Field(min_length=1)
     round_state_machine_arn: str = Field(min_length=1)
     order_state_machine_arn: str = Field(min_length=1)
+    appeal_state_machine_arn: str = Field(min_length=1)  # appeals (issue 10 item 2)
     marketplace_url: str = Field(min_length=1)
     auth_mode: Literal["local", "cognito"]  # no default: every environment says which (fails closed)
     # the Cognito hosted UI's sign-in address for the dashboard page ("" = none: the page takes a pasted token)
@@ -54,6 +55,7 @@ _ENV = {
     "evidence_bucket": "TESTBUY_EVIDENCE_BUCKET",
     "round_state_machine_arn": "TESTBUY_ROUND_STATE_MACHINE_ARN",
     "order_state_machine_arn": "TESTBUY_ORDER_STATE_MACHINE_ARN",
+    "appeal_state_machine_arn": "TESTBUY_APPEAL_STATE_MACHINE_ARN",
     "marketplace_url": "TESTBUY_MARKETPLACE_URL",
     "auth_mode": "TESTBUY_AUTH_MODE",
     "signin_url": "TESTBUY_SIGNIN_URL",

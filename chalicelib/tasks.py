@@ -11,13 +11,18 @@ from typing import Any
 
 from chalicelib.bootstrap import deps
 from chalicelib.observability import logger
-from chalicelib.services import orders, rounds
+from chalicelib.services import appeals, orders, rounds
+from chalicelib.services.appeals import AppealTaskInput
 from chalicelib.services.orders import OrderTaskInput
 from chalicelib.services.rounds import RoundTaskInput
 
 
 def _order(fn: Callable[..., dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda event: fn(deps(), OrderTaskInput.model_validate(event))
+
+
+def _appeal(fn: Callable[..., dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda event: fn(deps(), AppealTaskInput.model_validate(event))
 
 
 def _round(fn: Callable[..., dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -46,6 +51,13 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "order_reconcile": _order(orders.reconcile),
     "order_cancel": _order(orders.cancel_order),
     "order_needs_reconciliation": _order(orders.needs_reconciliation),
+    # appeals (issue 10 item 2)
+    "appeal_assign_retest_lab": _appeal(appeals.assign_retest_lab),
+    "appeal_await_retest": lambda e: appeals.await_retest(deps(), e["appeal_id"], e["task_token"]),
+    "appeal_decide": _appeal(appeals.decide),
+    "appeal_rescind": _appeal(appeals.rescind),
+    "appeal_expire": _appeal(appeals.expire),
+    "appeal_publish": _appeal(appeals.publish_decision),
 }
 
 
@@ -62,6 +74,7 @@ def run(name: str, event: dict[str, Any]) -> dict[str, Any]:
                 "error_type": type(exc).__name__,
                 "order_id": event.get("order_id"),
                 "round_id": event.get("round_id"),
+                "appeal_id": event.get("appeal_id"),
             },
         )
         raise

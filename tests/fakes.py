@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.adapters.custody_hmac import LocalHmacKey
+from chalicelib.domain import appeals as appeal_rules
 from chalicelib.domain import lifecycle
+from chalicelib.domain.appeals import Appeal, AppealEvent, AppealStatus, RetestVerdict
 from chalicelib.domain.custody import Anchor, CustodyEntry
 from chalicelib.domain.errors import (
     Conflict,
@@ -174,6 +176,7 @@ class FakeOrders(Failures):
         self.finalized: set[str] = set()
         self.verdicts: dict[str, Verdict] = {}
         self.confirmed: dict[str, dict[str, datetime]] = {}
+        self.rescinded_confirmed: dict[str, dict[str, str]] = {}  # appeals: seller -> order -> appeal id
         self.history: list[tuple[str, OrderEvent, OrderStatus]] = []
 
     def put_orders(self, orders: Sequence[Order]) -> None:
@@ -315,7 +318,9 @@ class FakeOrders(Failures):
         self.confirmed.setdefault(seller_id, {})[order_id] = at
 
     def confirmed_history(self, seller_id: str) -> list[datetime]:
-        return sorted(self.confirmed.get(seller_id, {}).values())
+        # appeals (issue 10 item 2): an entry rescinded by an overturned appeal is kept but not counted
+        rescinded = self.rescinded_confirmed.get(seller_id, {})
+        return sorted(at for o, at in self.confirmed.get(seller_id, {}).items() if o not in rescinded)
 
 
 class FakeCustody(Failures, AnchoredFakeCustody):
@@ -739,6 +744,102 @@ class FakeMetrics:
         return None
 
 
+# --- appeals (issue 10 item 2) -------------------------------------------------------------------------------------
+class FakeAppeals(Failures):
+    """``AppealRepository``: the appeal table applied like the DynamoDB adapter (conditional on the from-status,
+    idempotent on the target); the order corrections write to the ``FakeOrders`` it is given."""
+
+    def __init__(self, orders: FakeOrders) -> None:
+        super().__init__()
+        self._orders = orders
+        self._lock = threading.Lock()
+        self.appeals: dict[str, Appeal] = {}
+        self.retests: dict[str, RetestVerdict] = {}
+        self.tokens: dict[str, str] = {}
+        self.arrivals: dict[str, dict[str, Any]] = {}
+
+    def create(self, appeal: Appeal) -> tuple[Appeal, bool]:
+        self.check("create")
+        with self._lock:
+            if appeal.appeal_id in self.appeals:
+                return self.appeals[appeal.appeal_id], False
+            self.appeals[appeal.appeal_id] = appeal
+            return appeal, True
+
+    def get(self, appeal_id: str) -> Appeal:
+        self.check("get")
+        try:
+            return self.appeals[appeal_id]
+        except KeyError:
+            raise NotFound(f"no appeal {appeal_id}", details=[{"field": "appeal_id"}]) from None
+
+    def list_program(self, program_id: str) -> list[Appeal]:
+        return [a for a in self.appeals.values() if a.program_id == program_id]
+
+    def lab_queue(self, lab_id: str) -> list[Appeal]:
+        return [a for a in self.appeals.values() if a.status is AppealStatus.RETEST_ASSIGNED and a.retest_lab == lab_id]
+
+    def apply(
+        self, appeal_id: str, event: AppealEvent, at: datetime, fields: Mapping[str, Any] | None = None
+    ) -> Appeal:
+        self.check(f"apply:{event.value}")
+        with self._lock:
+            appeal = self.get(appeal_id)
+            to = appeal_rules.target(event)
+            if appeal.status not in appeal_rules.sources(event):
+                if appeal.status is to:
+                    return appeal
+                appeal_rules.transition(appeal.status, event)  # raises InvalidState
+            appeal = Appeal.model_validate(
+                {**appeal.model_dump(), **dict(fields or {}), "status": to, "updated_at": at}
+            )
+            self.appeals[appeal_id] = appeal
+            return appeal
+
+    def arm(self, appeal_id: str, token: str) -> Mapping[str, Any] | None:
+        self.get(appeal_id)
+        self.tokens[appeal_id] = token
+        return self.arrivals.get(appeal_id)
+
+    def arrive(self, appeal_id: str, payload: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
+        self.check("arrive")
+        self.get(appeal_id)
+        stored = self.arrivals.setdefault(appeal_id, dict(payload))
+        return stored, self.tokens.get(appeal_id)
+
+    def put_retest_verdict(self, verdict: RetestVerdict) -> tuple[RetestVerdict, bool]:
+        self.check("put_retest_verdict")
+        with self._lock:
+            if verdict.appeal_id in self.retests:
+                return self.retests[verdict.appeal_id], False
+            self.retests[verdict.appeal_id] = verdict
+            return verdict, True
+
+    def get_retest_verdict(self, appeal_id: str) -> RetestVerdict | None:
+        return self.retests.get(appeal_id)
+
+    def overturn_order(
+        self, order_id: str, appeal_id: str, original: VerdictKind, effective: VerdictKind, at: datetime
+    ) -> Order:
+        self.check("overturn_order")
+        order = self._orders.get_order(order_id)
+        if order.verdict_overturned_by == appeal_id:
+            return order
+        if order.verdict is not original or order.verdict_overturned_by is not None:
+            raise InvalidState(f"order {order_id} no longer has verdict {original.value}")
+        return self._orders._fields(
+            order_id, at, verdict=effective, original_verdict=original, verdict_overturned_by=appeal_id
+        )
+
+    def rescind_confirmed(self, seller_id: str, order_id: str, appeal_id: str, at: datetime) -> None:
+        self.check("rescind_confirmed")
+        if order_id in self._orders.confirmed.get(seller_id, {}):
+            self._orders.rescinded_confirmed.setdefault(seller_id, {})[order_id] = appeal_id
+
+
+# --- end appeals ---------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class World:
     """All fakes wired together (``w.deps`` is what a service receives)."""
@@ -756,6 +857,7 @@ class World:
     evidence: FakeEvidence
     metrics: FakeMetrics
     deps: Deps
+    appeals: FakeAppeals | None = None  # appeals (issue 10 item 2)
 
 
 def world(**overrides: Any) -> World:
@@ -776,5 +878,6 @@ def world(**overrides: Any) -> World:
         "metrics": FakeMetrics(),
     }
     parts.update(overrides)
-    d = Deps(ids=FakeIds(), persona_pool_size=8, custody_key=LocalHmacKey("k" * 40), **parts)
-    return World(deps=d, **parts)
+    appeals = FakeAppeals(parts["orders"])  # appeals (issue 10 item 2)
+    d = Deps(ids=FakeIds(), persona_pool_size=8, custody_key=LocalHmacKey("k" * 40), appeals=appeals, **parts)
+    return World(deps=d, appeals=appeals, **parts)

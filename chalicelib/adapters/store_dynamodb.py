@@ -464,7 +464,9 @@ class DynamoOrders(DynamoTable):
         )
 
     def confirmed_history(self, seller_id: str) -> list[datetime]:
-        return sorted(datetime.fromisoformat(i["at"]) for i in self._query_pk(f"SELLERHIST#{seller_id}", "CONFIRMED#"))
+        # appeals (issue 10 item 2): an entry rescinded by an overturned appeal is kept but no longer counted
+        items = self._query_pk(f"SELLERHIST#{seller_id}", "CONFIRMED#")
+        return sorted(datetime.fromisoformat(i["at"]) for i in items if not i.get("rescinded_by"))
 
 
 class DynamoPersonas(DynamoTable):

@@ -217,7 +217,8 @@ def list_appeals(d: Deps, program_id: str, status: str | None = None) -> list[Ap
 
 
 def lab_queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
-    """Appeals whose sample this lab re-tests (no statement author, no persona data: what a lab needs)."""
+    """Appeals whose sample this lab re-tests. A blind re-test: neither the first verdict, nor the first lab, nor the
+    seller's statement is shown (no persona data either)."""
     if d.appeals is None:
         raise AppealsNotWired
     return [
@@ -226,8 +227,6 @@ def lab_queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
             "order_id": a.order_id,
             "seller_id": a.seller_id,
             "deadline": a.deadline.isoformat(),
-            "statement": a.statement,
-            "evidence": list(a.evidence),
         }
         for a in sorted(d.appeals.lab_queue(lab_id), key=lambda a: (a.deadline, a.appeal_id))
         if a.status is A.RETEST_ASSIGNED and a.retest_lab == lab_id
@@ -314,8 +313,12 @@ def post_retest_verdict(
     lab's custody entry, the stored arrival, the resume of the waiting execution) are redone by every call."""
     if d.appeals is None:
         raise AppealsNotWired
-    appeal = d.appeals.get(appeal_id)
-    if lab_id is not None and appeal.retest_lab != lab_id:
+    try:
+        appeal = d.appeals.get(appeal_id)
+    except NotFound:
+        appeal = None
+    if appeal is None or (lab_id is not None and appeal.retest_lab != lab_id):
+        # one answer for "no such appeal" and "not this lab's appeal"
         raise WrongAppealLab(f"no appeal {appeal_id} for this lab", details=[{"field": "appeal_id"}])
     stored = d.appeals.get_retest_verdict(appeal_id)
     created = False
@@ -436,7 +439,7 @@ def _recompute_round(d: Deps, order: Order, appeal_id: str) -> bool:
     from chalicelib.services.rounds import summarize
 
     rnd = d.rounds.get_round(order.program_id, order.round_id)
-    if rnd.status is not RoundStatus.COMPLETED or rnd.summary is None:
+    if rnd.status != RoundStatus.COMPLETED or rnd.summary is None:
         return False
     orders = d.orders.list_round_orders(rnd.round_id)
     summary = summarize(orders, rnd.population, rnd.population_by_stratum)

@@ -519,4 +519,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
         summary["precision"] = {f"buys_needed_for_pm_{hw * 100:g}pt": plan.buys for hw, plan in plans.items()}
         # True when a target can only be met by buying every unit not yet bought (the plan is capped there)
         summary["precision"]["frame_exhausted"] = any(plan.frame_exhausted for plan in plans.values())
+    from chalicelib.services.appeals import appeal_metrics  # appeals (issue 10 item 2)
+
+    summary["appeals"] = appeal_metrics(d, program.program_id, all_orders)
     return summary

@@ -77,6 +77,7 @@ BASE = {
     "TESTBUY_EVIDENCE_BUCKET": "e",
     "TESTBUY_ROUND_STATE_MACHINE_ARN": "arn:r",
     "TESTBUY_ORDER_STATE_MACHINE_ARN": "arn:o",
+    "TESTBUY_APPEAL_STATE_MACHINE_ARN": "arn:a",  # appeals (issue 10 item 2)
     "TESTBUY_MARKETPLACE_URL": "http://m",
     "TESTBUY_AUTH_MODE": "local",
     "TESTBUY_TOKEN_SECRET": "x" * 32,

@@ -11,6 +11,7 @@ ENV = {
     "TESTBUY_EVIDENCE_BUCKET": "e",
     "TESTBUY_ROUND_STATE_MACHINE_ARN": "r",
     "TESTBUY_ORDER_STATE_MACHINE_ARN": "o",
+    "TESTBUY_APPEAL_STATE_MACHINE_ARN": "a",  # appeals (issue 10 item 2)
     "TESTBUY_MARKETPLACE_URL": "http://m",
     "TESTBUY_TOKEN_SECRET": "x" * 32,
     "TESTBUY_WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:testbuy-webhook",
