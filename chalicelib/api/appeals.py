@@ -63,7 +63,7 @@ class AppealQueue(Out):
     "30 days) has closed; 409 conflict when the order was already appealed with another statement or evidence, or "
     "when the programme has no lab other than the one that gave the verdict.",
 )
-def file(call: Call) -> Reply:
+def file_appeal(call: Call) -> Reply:
     who = call.who
     stored, created = appeals.file_appeal(deps(), call.body, who.role.value, who.subject, correlation_id(call.request))
     return Reply(201 if created else 200, stored.model_dump(mode="json"))
@@ -79,7 +79,7 @@ def file(call: Call) -> Reply:
     request=EvidenceIn,
     ok=(Ok(201, "stored; the body gives its sha256", EvidenceStored),),
 )
-def evidence(call: Call) -> Reply:
+def appeal_evidence(call: Call) -> Reply:
     try:
         data = base64.b64decode(call.body.content_base64, validate=True)
     except (binascii.Error, ValueError):
@@ -100,7 +100,7 @@ def evidence(call: Call) -> Reply:
     ok=(Ok(200, "the appeal", Appeal),),
     errors=(404,),
 )
-def show(call: Call) -> Reply:
+def show_appeal(call: Call) -> Reply:
     return Reply(200, appeals.get_appeal(deps(), call.params["appeal_id"]).model_dump(mode="json"))
 
 
@@ -115,7 +115,7 @@ def show(call: Call) -> Reply:
     ok=(Ok(200, "the appeals", AppealList),),
     errors=(404,),
 )
-def list_(call: Call) -> Reply:
+def list_appeals(call: Call) -> Reply:
     status = call.query.get("status")
     found = appeals.list_appeals(deps(), call.params["program_id"], status)
     return Reply(
@@ -138,7 +138,7 @@ def list_(call: Call) -> Reply:
     lab_scope="lab_id",
     ok=(Ok(200, "the appeal queue, nearest deadline first", AppealQueue),),
 )
-def lab_queue(call: Call) -> Reply:
+def lab_appeal_queue(call: Call) -> Reply:
     lab_id = call.params["lab_id"]
     return Reply(200, {"lab_id": lab_id, "appeals": appeals.lab_queue(deps(), lab_id)})
 
@@ -161,7 +161,7 @@ def lab_queue(call: Call) -> Reply:
     "(one answer for both); 409 conflict when a different re-test verdict is already recorded, invalid_state when the "
     "appeal takes no verdict (e.g. it expired: the original verdict stands).",
 )
-def retest_verdict(call: Call) -> Reply:
+def appeal_retest_verdict(call: Call) -> Reply:
     who = call.who
     lab_id = call.params["lab_id"]
     actor = Actor(subject=who.subject, role=who.role.value, lab_id=who.lab_id or lab_id)
