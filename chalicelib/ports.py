@@ -335,6 +335,10 @@ class EvidenceStore(Protocol):
         """Write a JSON document; return (bucket, key)."""
         ...
 
+    def has_bytes(self, sha256: str) -> bool:
+        """Whether a file with this SHA-256 was stored (appeals, issue 10 item 2)."""
+        ...
+
 
 class Metrics(Protocol):
     def add(self, name: str, value: float, unit: str, dimensions: Mapping[str, str] | None = None) -> None: ...

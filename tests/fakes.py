@@ -732,6 +732,9 @@ class FakeEvidence:
         self.docs[key] = copy.deepcopy(payload)
         return "fake-bucket", key
 
+    def has_bytes(self, sha256: str) -> bool:  # appeals (issue 10 item 2)
+        return sha256 in self.blobs
+
 
 class FakeMetrics:
     def __init__(self) -> None:

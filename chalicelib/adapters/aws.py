@@ -102,3 +102,13 @@ class S3EvidenceStore:
             Bucket=self._bucket, Key=key, Body=json.dumps(payload).encode(), ContentType="application/json"
         )
         return self._bucket, key
+
+    # appeals (issue 10 item 2): an appeal cites only files that were stored
+    def has_bytes(self, sha256: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=f"evidence/sha256/{sha256}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True

@@ -15,6 +15,7 @@ requested stays.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from chalicelib.domain.appeals import (
     RetestVerdictIn,
 )
 from chalicelib.domain.custody import Actor
-from chalicelib.domain.errors import Conflict, InvalidState, NotFound
+from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.events import (
     AppealDecided,
     AppealFiled,
@@ -109,6 +110,12 @@ def file_appeal(d: Deps, req: AppealIn, filed_by: str, subject: str, correlation
         return existing, False
     order = d.orders.get_order(req.order_id)
     program = d.programs.get_program(order.program_id)
+    missing = [h for h in req.evidence if not d.evidence.has_bytes(h)]
+    if missing:
+        raise InvalidInput(
+            f"{len(missing)} evidence file(s) were never stored; upload them with POST /appeals/evidence first",
+            details=[{"field": "evidence", "missing": missing}],
+        )
     verdict = d.orders.get_verdict(order.order_id)
     if order.status is not OrderStatus.SETTLED or verdict is None or order.verdict is None:
         raise InvalidState(
@@ -180,7 +187,6 @@ def _filing_follow_ups(d: Deps, appeal: Appeal, correlation_id: str) -> None:
         correlation_id,
     )
     if appeal.status not in rules.TERMINAL:
-        wait = max(1, int((appeal.deadline - appeal.filed_at).total_seconds()))
         d.workflow.start(
             MACHINE,
             appeal.appeal_id,
@@ -188,7 +194,6 @@ def _filing_follow_ups(d: Deps, appeal: Appeal, correlation_id: str) -> None:
                 "appeal_id": appeal.appeal_id,
                 "program_id": appeal.program_id,
                 "correlation_id": correlation_id,
-                "deadline_seconds": wait,
             },
         )
 
@@ -262,7 +267,7 @@ def assign_retest_lab(d: Deps, inp: AppealTaskInput) -> dict[str, Any]:
         raise AppealsNotWired
     appeal = d.appeals.get(inp.appeal_id)
     if appeal.status in rules.TERMINAL:
-        return {"retest_lab": appeal.retest_lab, "status": appeal.status.value}
+        return {"retest_lab": appeal.retest_lab, "status": appeal.status.value, "wait_seconds": 1}
     condition = f"re-test for appeal {appeal.appeal_id}"
     to_party = f"lab:{appeal.retest_lab}"
     custody.append(
@@ -292,7 +297,13 @@ def assign_retest_lab(d: Deps, inp: AppealTaskInput) -> dict[str, Any]:
         ),
         inp.correlation_id,
     )
-    return {"retest_lab": appeal.retest_lab, "status": appeal.status.value}
+    return {"retest_lab": appeal.retest_lab, "status": appeal.status.value, "wait_seconds": wait_seconds(d, appeal)}
+
+
+def wait_seconds(d: Deps, appeal: Appeal) -> int:
+    """How long the execution waits for the re-test verdict: until the appeal's deadline (at least 1 s, Step
+    Functions' minimum), computed when the wait starts, so a late start never extends the deadline."""
+    return max(1, math.ceil((appeal.deadline - d.clock.now()).total_seconds()))
 
 
 def await_retest(d: Deps, appeal_id: str, token: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ is brought to ``settled`` by the order tasks on the real adapters; the verdict i
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import Iterator
@@ -165,7 +166,10 @@ def test_appeal_overturn_and_timeout_on_the_real_asl(h: H) -> None:
     assert before["counterfeit_hits"] == 1 and before["estimate"]["prevalence"] > 0
 
     # both appeals filed at once (the timeout runs while the overturn is worked on)
-    filing = {"order_id": over.oid, "statement": "genuine, invoice attached", "evidence": []}
+    invoice = base64.b64encode(b"invoice of the seller's supplier").decode()
+    stored = h.mkt.call("POST", "/appeals/evidence", {"content_base64": invoice, "media_type": "application/pdf"})
+    h.mkt.call("POST", "/appeals", {"order_id": over.oid, "statement": "x", "evidence": ["0" * 64]}, expect=(400,))
+    filing = {"order_id": over.oid, "statement": "genuine, invoice attached", "evidence": [stored["sha256"]]}
     appeal = h.mkt.call("POST", "/appeals", filing, expect=(201,))
     assert h.mkt.call("POST", "/appeals", filing, expect=(200,)) == appeal  # the same filing again
     h.mkt.call("POST", "/appeals", {**filing, "statement": "other"}, expect=(409,))

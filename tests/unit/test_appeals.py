@@ -13,7 +13,7 @@ import pytest
 from chalicelib.domain import appeals as rules
 from chalicelib.domain.appeals import AppealEvent, AppealIn, AppealStatus, Outcome, RetestVerdictIn
 from chalicelib.domain.custody import Actor
-from chalicelib.domain.errors import Conflict, InvalidState, NotFound
+from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.models import (
     DeliveryNotice,
     OrderStatus,
@@ -36,7 +36,6 @@ PID, RID, SELLER = "prg-a", "rnd-a", "seller-a"
 LAB1, LAB2 = "lab-1", "lab-2"
 TECH1 = Actor(subject="tech1", role="lab", lab_id=LAB1)
 TECH2 = Actor(subject="tech2", role="lab", lab_id=LAB2)
-SHA = "ab" * 32
 
 
 # ------------------------------------------------------------------------------------------------ pure tables
@@ -175,7 +174,8 @@ def settled(
 
 
 def file(w: World, oid: str, statement: str = "the item is genuine", evidence: list[str] | None = None) -> Any:
-    req = AppealIn(order_id=oid, statement=statement, evidence=evidence if evidence is not None else [SHA])
+    stored = w.deps.evidence.put_bytes(b"the seller's invoice")
+    req = AppealIn(order_id=oid, statement=statement, evidence=evidence if evidence is not None else [stored])
     return appeals.file_appeal(w.deps, req, "marketplace", "mkt-1", "c-appeal")
 
 
@@ -197,8 +197,21 @@ def test_filing_is_once_per_order_same_filing_idempotent_different_409() -> None
         file(w, oid, evidence=[])
     # one execution (named by the appeal id) and one AppealFiled, however often the filing is repeated
     assert list(w.workflow.started) == [("appeal", appeal.appeal_id)]
-    assert w.workflow.started[("appeal", appeal.appeal_id)]["deadline_seconds"] == 30 * 86400
+    assert appeals.assign_retest_lab(w.deps, task(appeal.appeal_id))["wait_seconds"] == 30 * 86400
+    w.clock.advance(days=29)
+    assert appeals.assign_retest_lab(w.deps, task(appeal.appeal_id))["wait_seconds"] == 86400  # a late start
+    w.clock.advance(days=2)
+    assert appeals.assign_retest_lab(w.deps, task(appeal.appeal_id))["wait_seconds"] == 1  # past the deadline
     assert len(w.events.unique("AppealFiled")) == 1
+
+
+def test_evidence_must_have_been_stored() -> None:
+    w = world()
+    oid = settled(w)
+    with pytest.raises(InvalidInput) as err:
+        file(w, oid, evidence=["ab" * 32])
+    assert err.value.details[0]["field"] == "evidence" and err.value.details[0]["missing"] == ["ab" * 32]
+    assert w.appeals is not None and w.appeals.appeals == {}
 
 
 def test_filing_retry_after_a_lost_start_starts_the_execution() -> None:
