@@ -26,6 +26,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 
 from chalicelib.api.auth import AUDIENCE, ISSUER, Role, issue_token, sign_webhook
+from chalicelib.domain.appeals import AppealIn, RetestVerdictIn
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.models import (
     CustodyIn,
@@ -220,6 +221,9 @@ def snapshot(d: Any, w: World, scope: set[str]) -> dict[str, Any]:
         }
     if "persona" in scope:
         state["persona"] = d.personas.persona_secret(w.program, w.persona)
+    if "appeals" in scope:  # appeals (issue 10 item 2): the world's appeals and the labs' appeal queues
+        state["appeals"] = sorted((a.model_dump() for a in d.appeals.list_program(w.program)), key=str)
+        state["appeal_queues"] = {lab: [a.appeal_id for a in d.appeals.lab_queue(lab)] for lab in (LAB_A, LAB_B)}
     if "evidence" in scope:
         import boto3
 
@@ -247,6 +251,8 @@ def scope_of(cs: Case) -> set[str]:
         scope.add("persona")
     if cs.route.endswith("/evidence"):
         scope.add("evidence")
+    if "/appeals" in cs.route:  # appeals (issue 10 item 2)
+        scope.add("appeals")
     if not scope and cs.path is not None:  # a path parameter replaced by junk: what the valid path could touch
         return scope_of(dataclasses.replace(cs, path=None))
     return scope
@@ -292,6 +298,7 @@ def error_validator() -> Draft202012Validator:
 # Route templates -> paths in the world ({program} etc. are filled per test).
 PARAMS = {"program_id": "{program}", "round_id": "rnd-unknown-0", "order_id": "{order_a}", "lab_id": "{lab_a}"}
 PARAMS["persona_id"] = "{persona}"
+PARAMS["appeal_id"] = "apl-unknown-0"  # appeals (issue 10 item 2)
 
 
 def concrete(template: str) -> str:
@@ -324,6 +331,10 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
         "content_base64": "cGhvdG8gb2YgYSBsb2dv",
         "media_type": "image/jpeg",
     },
+    # appeals (issue 10 item 2)
+    "/appeals": lambda: {"order_id": "does-not-exist-0", "statement": "the item is genuine", "evidence": []},
+    "/appeals/evidence": lambda: {"content_base64": "aW52b2ljZQ==", "media_type": "application/pdf"},
+    "/labs/{lab_id}/appeals/{appeal_id}/verdict": lambda: {"verdict": "authentic", "notes": "", "evidence": [HEX]},
     "/webhooks/delivery": lambda: {
         "order_id": "{order_a}",
         "marketplace_order_id": "mk-{order_a}",
@@ -343,6 +354,9 @@ MODELS: dict[str, type[BaseModel]] = {
     "/samples/{order_id}/custody": CustodyIn,
     "/samples/{order_id}/evidence": EvidenceIn,
     "/webhooks/delivery": DeliveryNotice,
+    "/appeals": AppealIn,  # appeals (issue 10 item 2)
+    "/appeals/evidence": EvidenceIn,
+    "/labs/{lab_id}/appeals/{appeal_id}/verdict": RetestVerdictIn,
 }
 
 _UNSET = object()
@@ -504,6 +518,12 @@ def value_cases() -> list[Any]:
         (q, "description_accuracy=4.5", b(q, description_accuracy=4.5), "description_accuracy"),
         (c, "from_party empty", b(c, from_party=""), "from_party"),
         (c, "evidence not sha256", b(c, evidence=["ABC"]), "evidence.0"),
+        # appeals (issue 10 item 2)
+        ("/appeals", "statement empty", b("/appeals", statement=""), "statement"),
+        ("/appeals", "statement too long", b("/appeals", statement="x" * 4001), "statement"),
+        ("/appeals", "evidence not sha256", b("/appeals", evidence=["nothex"]), "evidence.0"),
+        ("/appeals", "order_id not an id", b("/appeals", order_id="a b"), "order_id"),
+        ("/labs/{lab_id}/appeals/{appeal_id}/verdict", "unknown verdict", {"verdict": "fake"}, "verdict"),
         (w, "status unknown", b(w, status="lost"), "status"),
         (w, "occurred_at naive", b(w, occurred_at="2026-01-01T00:00:00"), "occurred_at"),
         (w, "marketplace_order_id mismatch", b(w, marketplace_order_id="mk-other"), "marketplace_order_id"),
@@ -634,6 +654,21 @@ def other_cases() -> list[Any]:
         # lab scoping: a lab-A token on lab B's queue (403) and samples (404, as for a sample that does not exist)
         (case("GET", "/labs/{lab_id}/queue", 403, "forbidden", path="/labs/{lab_b}/queue"), "lab A reads lab B queue"),
         (case("GET", c, 404, "not_found", path="/samples/{order_b}/custody", lab=f"lab-z-{RUN}"), "other lab custody"),
+        # appeals (issue 10 item 2): a lab-A token on lab B's appeal queue and verdict route (403)
+        (
+            case("GET", "/labs/{lab_id}/appeals", 403, "forbidden", path="/labs/{lab_b}/appeals"),
+            "lab A reads lab B appeal queue",
+        ),
+        (
+            case(
+                "POST",
+                "/labs/{lab_id}/appeals/{appeal_id}/verdict",
+                403,
+                "forbidden",
+                path="/labs/{lab_b}/appeals/apl-unknown-0/verdict",
+            ),
+            "lab A posts on lab B appeal",
+        ),
     ]
     for (method, route), doc in sorted(DECLS.items()):
         if doc.lab_scope == "order_id":
