@@ -15,7 +15,7 @@ from pydantic import Field
 
 from chalicelib.api.auth import Role
 from chalicelib.api.common import ENF, LAB, PM, correlation_id
-from chalicelib.api.declare import Call, Ok, QueryParam, Reply, endpoint
+from chalicelib.api.declare import Call, Ok, QueryParam, Refusal, Reply, endpoint
 from chalicelib.api.schemas import EvidenceStored, Out
 from chalicelib.bootstrap import deps
 from chalicelib.domain.appeals import Appeal, AppealIn, AppealStatus, RetestVerdict, RetestVerdictIn
@@ -58,6 +58,7 @@ class AppealQueue(Out):
     request=AppealIn,
     ok=(Ok(201, "the appeal was filed", Appeal), Ok(200, "the same appeal was already filed", Appeal)),
     errors=(404, 409),
+    refusals=(Refusal(400, "invalid_input", "^evidence$", "every evidence hash names a file stored before"),),
     description="404 for an unknown order. 409 invalid_state when the order is not settled, its verdict is not "
     "counterfeit or not_as_described, or the appeal window (Timeouts.appeal_window_seconds after the verdict, default "
     "30 days) has closed; 409 conflict when the order was already appealed with another statement or evidence, or "
@@ -78,6 +79,7 @@ def file_appeal(call: Call) -> Reply:
     roles=(MKT, ENF),
     request=EvidenceIn,
     ok=(Ok(201, "stored; the body gives its sha256", EvidenceStored),),
+    refusals=(Refusal(400, "invalid_input", "^content_base64$", "content_base64 is valid, non-empty base64"),),
 )
 def appeal_evidence(call: Call) -> Reply:
     try:
