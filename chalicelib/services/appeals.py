@@ -193,7 +193,7 @@ def _filing_follow_ups(d: Deps, appeal: Appeal, correlation_id: str) -> None:
             {
                 "appeal_id": appeal.appeal_id,
                 "program_id": appeal.program_id,
-                "correlation_id": correlation_id,
+                "correlation_id": appeal.appeal_id,  # stable: a repeated filing starts the same execution
             },
         )
 
@@ -333,7 +333,7 @@ def post_retest_verdict(
         raise WrongAppealLab(f"no appeal {appeal_id} for this lab", details=[{"field": "appeal_id"}])
     stored = d.appeals.get_retest_verdict(appeal_id)
     created = False
-    if stored is None:
+    if stored is None or appeal.status is A.EXPIRED:  # an expired appeal takes no verdict, not even a replay
         if appeal.status is not A.RETEST_ASSIGNED:
             why = "it expired: the original verdict stands" if appeal.status is A.EXPIRED else appeal.status.value
             raise InvalidState(

@@ -426,3 +426,18 @@ def test_list_and_metrics_by_status() -> None:
     assert m["appeal_rate"] == pytest.approx(2 / 3) and m["overturn_rate"] == 1.0
     with pytest.raises(NotFound):
         appeals.list_appeals(w.deps, "prg-unknown")
+
+
+def test_a_verdict_that_lost_the_race_with_the_deadline_is_refused_even_as_a_replay() -> None:
+    """The lab posted just as the deadline passed: the execution expired the appeal, so the verdict is not counted
+    and the lab is told so (409) rather than a 200 that suggests it was."""
+    w = world()
+    oid, aid = run_to_retest(w)
+    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    appeals.expire(w.deps, task(aid))  # the timeout won: Decide never ran
+    with pytest.raises(InvalidState):
+        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    appeals.publish_decision(w.deps, task(aid))
+    (decided,) = w.events.unique("AppealDecided").values()
+    assert decided.detail["data"]["outcome"] == "expired"
+    assert w.orders.get_order(oid).verdict is V.COUNTERFEIT and w.events.unique("EnforcementActionRescinded") == {}
