@@ -23,7 +23,8 @@ class SalesFeedStored(Out):
     new: int = Field(ge=0)
     replaced: int = Field(ge=0)
     unchanged: int = Field(ge=0)
-    leads_raised: list[str] = Field(description="leads the feed raised (a seller's or a ring's estimate crossed)")
+    leads_raised: list[str] = Field(description="leads this feed raised (a seller's or a ring's estimate crossed)")
+    leads_due: list[str] = Field(description="every lead over threshold for the sellers named, raised now or before")
 
 
 class LeadOut(Open):

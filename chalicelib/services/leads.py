@@ -108,6 +108,7 @@ def raise_lead(
     rule: str,
     estimate: int,
     correlation_id: str,
+    created: list[str] | None = None,
 ) -> Lead | None:
     """Create the lead once (deterministic id per programme, subject and rule), attach its evidence package when a
     packager is wired, and publish ``LeadRaised`` (deterministic id: a retry republishes the same event)."""
@@ -132,7 +133,9 @@ def raise_lead(
         created_at=now,
         updated_at=now,
     )
-    lead, _ = d.leads.create_lead(lead)
+    lead, new = d.leads.create_lead(lead)
+    if new and created is not None:
+        created.append(lid)
     if lead.package_sha256 is None and d.lead_packager is not None:
         # --- evidence package hook (issue 10 item 5): the coordinator wires Deps.lead_packager
         lead = d.leads.set_package(program.program_id, lid, d.lead_packager(d, lead))
@@ -213,12 +216,21 @@ def ingest_sales(d: Deps, program_id: str, req: SalesFeedIn, correlation_id: str
     if d.leads is None:
         raise InvalidInput("this deployment keeps no sales feed", details=[{"field": "(body)"}])
     outcome = d.leads.put_sales(program_id, [r.model_dump() for r in req.rows])
-    raised = recheck(d, program, sorted({r.seller_id for r in req.rows}), correlation_id)
+    created: list[str] = []
+    due = recheck(d, program, sorted({r.seller_id for r in req.rows}), correlation_id, created)
     counts = {k: sum(1 for v in outcome.values() if v == k) for k in ("new", "replaced", "unchanged")}
-    return {"program_id": program_id, **counts, "leads_raised": [lead.lead_id for lead in raised]}
+    return {
+        "program_id": program_id,
+        **counts,
+        "leads_raised": sorted(created),
+        "leads_due": sorted({lead.lead_id for lead in due}),
+    }
 
 
-def recheck(d: Deps, program: Program, seller_ids: Sequence[str], correlation_id: str) -> list[Lead]:
+def recheck(
+    d: Deps, program: Program, seller_ids: Sequence[str], correlation_id: str, created: list[str] | None = None
+) -> list[Lead]:
+    """The leads due for these sellers and their rings (created once; ``created`` collects the new ids)."""
     cfg: PolicyConfig = d.enforcement_policy
     raised: list[Lead] = []
     rings_done: set[str] = set()
@@ -236,6 +248,7 @@ def recheck(d: Deps, program: Program, seller_ids: Sequence[str], correlation_id
                         rule=rule,
                         estimate=seller_estimate(d, program.program_id, s),
                         correlation_id=correlation_id,
+                        created=created,
                     )
                     raised.extend([lead] if lead else [])
         if ring is None or ring.ring_id in rings_done or len(ring.members) < 2:
@@ -250,7 +263,14 @@ def recheck(d: Deps, program: Program, seller_ids: Sequence[str], correlation_id
         for rule, ring_level in sales_leads(0, ring_est, True, cfg):
             if ring_level:
                 lead = raise_lead(
-                    d, program, seller_id=None, ring=ring, rule=rule, estimate=ring_est, correlation_id=correlation_id
+                    d,
+                    program,
+                    seller_id=None,
+                    ring=ring,
+                    rule=rule,
+                    estimate=ring_est,
+                    correlation_id=correlation_id,
+                    created=created,
                 )
                 raised.extend([lead] if lead else [])
     return raised

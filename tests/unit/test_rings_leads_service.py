@@ -138,6 +138,7 @@ def test_a_sales_feed_after_the_verdict_raises_the_seller_lead_once() -> None:
     assert lead.estimated_counterfeit_sales == threshold and lead.seller_id == "big" and lead.ring_id is None
     assert lead.rule == "large-counterfeit-sales" and lead.status is LeadStatus.SUBMITTED
     again = leads.ingest_sales(w.deps, pid, feed, "corr2")
+    assert again["leads_raised"] == [] and again["leads_due"] == [lead.lead_id]
     assert again["unchanged"] == 3 and len(leads.list_leads(w.deps, pid)) == 1 and len(events(w, "LeadRaised")) == 1
 
 
