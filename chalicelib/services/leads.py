@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.domain.enforcement import Action, PolicyConfig, Recommendation, RingFacts, sales_leads
-from chalicelib.domain.errors import CurrencyMismatch, InvalidInput
+from chalicelib.domain.errors import CurrencyMismatch, InvalidInput, InvalidState
 from chalicelib.domain.events import LeadRaised, LeadUpdated, deterministic_event_id, envelope
 from chalicelib.domain.leads import (
     Lead,
@@ -293,7 +293,15 @@ def update_status(
     if changed:
         now = d.clock.now()
         entry = {"status": req.status.value, "at": now.isoformat(), "by": by, "note": req.note}
-        lead = d.leads.update_lead_status(program_id, lid, previous.value, req.status.value, entry, now)
+        try:
+            lead = d.leads.update_lead_status(program_id, lid, previous.value, req.status.value, entry, now)
+        except InvalidState:
+            # a rival update won the race: the same move is a repeat (idempotent), another one is a conflict
+            lead = d.leads.get_lead(program_id, lid)
+            if lead.status is not req.status:
+                check_transition(lead.status, req.status)
+                raise
+            return Lead.model_validate(lead), False
     else:
         # a repeat: republish the event of the move that brought the lead here (same id), in case it was lost
         entered = [h for h in lead.history if h.get("status") == previous.value]

@@ -223,3 +223,25 @@ def test_the_packager_hook_sets_the_package_hash_once() -> None:
     [lead] = leads.list_leads(w.deps, pid)
     assert lead.package_sha256 == h("package") and calls == [lead.lead_id]
     assert events(w, "LeadRaised")[0]["package_sha256"] == h("package")
+
+
+def test_a_rival_update_of_the_same_move_is_a_repeat_and_another_move_a_conflict() -> None:
+    w, pid = start()
+    verdict(w, pid, "a", VerdictKind.COUNTERFEIT, T0, 1)
+    verdict(w, pid, "b", VerdictKind.COUNTERFEIT, T0, 1)
+    [lead] = leads.list_leads(w.deps, pid)
+    real = w.leads.update_lead_status
+
+    def rival_first(program_id: str, lid: str, frm: str, to: str, entry: dict, at: datetime) -> object:
+        real(program_id, lid, frm, rival["to"], {**entry, "status": rival["to"]}, at)  # the rival lands first
+        return real(program_id, lid, frm, to, entry, at)
+
+    rival = {"to": "case_opened"}
+    w.leads.update_lead_status = rival_first  # type: ignore[method-assign]
+    got, changed = leads.update_status(w.deps, pid, lead.lead_id, LeadUpdateIn(status="case_opened"), "e", "c")
+    assert (got.status, changed) == (LeadStatus.CASE_OPENED, False)
+    assert [x["status"] for x in got.history] == ["submitted", "case_opened"]
+    rival["to"] = "closed_without_action"
+    with pytest.raises(InvalidState) as exc:
+        leads.update_status(w.deps, pid, lead.lead_id, LeadUpdateIn(status="arrests"), "e", "c")
+    assert exc.value.details[0]["allowed"] == []
