@@ -50,7 +50,7 @@ class LeadList(Out):
     leads: list[LeadOut]
 
 
-class LeadUpdated(Out):
+class LeadStatusChanged(Out):
     changed: bool = Field(description="False: the lead already had this status (a repeated update)")
     lead: LeadOut
 
@@ -131,7 +131,7 @@ def get_lead(call: Call) -> Reply:
     tag="leads",
     roles=(ENF,),
     request=LeadUpdateIn,
-    ok=(Ok(200, "the lead after the update (changed False: it already had this status)", LeadUpdated),),
+    ok=(Ok(200, "the lead after the update (changed False: it already had this status)", LeadStatusChanged),),
     errors=(404, 409),
     description="409 invalid_state when the lead's status does not allow the move; details name the allowed "
     "statuses. Repeating the current status is accepted and changes nothing.",
