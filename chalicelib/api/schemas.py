@@ -58,7 +58,6 @@ class Funded(Out):
 
 class Imported(Out):
     imported: int = Field(ge=1)
-    rings_changed: int = Field(default=0, ge=0, description="rings formed or grown by this batch (issue 10)")
 
 
 class RefundFeedStored(Out):

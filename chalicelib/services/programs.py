@@ -66,9 +66,9 @@ def import_sellers(
     # --- rings (issue 10 item 3): index the batch's fingerprints, recompute the rings it touches
     from chalicelib.services import rings
 
-    changed = rings.after_import(d, program_id, req.sellers, correlation_id)
+    rings.after_import(d, program_id, req.sellers, correlation_id)  # RingDetected for each ring formed or grown
     # --- end rings
-    return {"imported": len(sellers), "rings_changed": len(changed)}
+    return {"imported": len(sellers)}
 
 
 def check_thresholds(d: Deps, program: Program, balance: Balance, correlation_id: str) -> list[float]:
