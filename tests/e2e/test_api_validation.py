@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from chalicelib.api.auth import AUDIENCE, ISSUER, Role, issue_token, sign_webhook
 from chalicelib.domain.custody import Actor
+from chalicelib.domain.leads import LeadUpdateIn, SalesFeedIn
 from chalicelib.domain.models import (
     CustodyIn,
     DeliveryNotice,
@@ -292,6 +293,7 @@ def error_validator() -> Draft202012Validator:
 # Route templates -> paths in the world ({program} etc. are filled per test).
 PARAMS = {"program_id": "{program}", "round_id": "rnd-unknown-0", "order_id": "{order_a}", "lab_id": "{lab_a}"}
 PARAMS["persona_id"] = "{persona}"
+PARAMS["lead_id"] = "lead-unknown-0"  # rings and leads (issue 10)
 
 
 def concrete(template: str) -> str:
@@ -324,6 +326,12 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
         "content_base64": "cGhvdG8gb2YgYSBsb2dv",
         "media_type": "image/jpeg",
     },
+    # rings and leads (issue 10)
+    "/programs/{program_id}/sales-feed": lambda: {
+        "currency": "USD",
+        "rows": [{"seller_id": "s-1", "period": "2026-10", "units": 5, "orders": 4, "gross_sales": 1000}],
+    },
+    "/programs/{program_id}/leads/{lead_id}/status": lambda: {"status": "case_opened", "note": ""},
     "/webhooks/delivery": lambda: {
         "order_id": "{order_a}",
         "marketplace_order_id": "mk-{order_a}",
@@ -343,6 +351,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "/samples/{order_id}/custody": CustodyIn,
     "/samples/{order_id}/evidence": EvidenceIn,
     "/webhooks/delivery": DeliveryNotice,
+    "/programs/{program_id}/sales-feed": SalesFeedIn,  # rings and leads (issue 10)
+    "/programs/{program_id}/leads/{lead_id}/status": LeadUpdateIn,
 }
 
 _UNSET = object()
