@@ -23,6 +23,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     from chalicelib.adapters.custody_kms import custody_key_from
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
+    from chalicelib.adapters.rings_dynamodb import DynamoLeads, DynamoRings
     from chalicelib.adapters.store_dynamodb import (
         DynamoOrders,
         DynamoPersonas,
@@ -62,6 +63,8 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         persona_pool_size=cfg.persona_pool_size,
         budget_thresholds=cfg.budget_thresholds,
         webhook_receipts=DynamoWebhookReceipts(dynamodb, cfg.data_table),
+        rings=DynamoRings(dynamodb, cfg.data_table),  # issue 10 items 3 and 4
+        leads=DynamoLeads(dynamodb, cfg.data_table),
         appeals=DynamoAppeals(dynamodb, cfg.data_table),  # appeals (issue 10 item 2)
     )
 

@@ -360,6 +360,65 @@ class WebhookReceipts(Protocol):
         ...
 
 
+# ------------------------------------------------------------------ rings and leads (issue 10 items 3 and 4)
+
+
+class RingRepository(Protocol):
+    """The programme's fingerprint index (fingerprint -> sellers, seller -> fingerprints) and its rings. Fingerprints
+    only accumulate: a re-import adds, never removes (an identity once shared stays evidence)."""
+
+    def add_fingerprints(self, program_id: str, seller_id: str, fingerprints: Sequence[tuple[str, str]]) -> None: ...
+    def fingerprints_of(self, program_id: str, seller_id: str) -> list[tuple[str, str]]: ...
+    def holders(self, program_id: str, kind: str, digest: str, limit: int) -> list[str]:
+        """Sellers holding the fingerprint, at most ``limit`` of them (sorted)."""
+        ...
+
+    def ring_of(self, program_id: str, seller_id: str) -> str | None: ...
+    def set_ring_of(self, program_id: str, seller_ids: Sequence[str], ring_id: str) -> None: ...
+    def get_ring(self, program_id: str, ring_id: str) -> Any: ...
+    def save_ring(self, ring: Any, expected_version: int | None) -> bool:
+        """Write the ring if its stored version is ``expected_version`` (None: it must not exist); False otherwise."""
+        ...
+
+    def list_rings(self, program_id: str) -> list[Any]: ...
+
+
+class LeadRepository(Protocol):
+    """The marketplace sales feed, the per-programme test-buy outcomes per seller (for the estimator), and leads."""
+
+    def put_sales(self, program_id: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """Store rows (seller_id, period, units, orders, gross_sales); per ``seller|period``: new, replaced or
+        unchanged."""
+        ...
+
+    def sales_of(self, program_id: str, seller_id: str) -> dict[str, int]:
+        """Gross sales (minor units) by period."""
+        ...
+
+    def record_testbuy(self, program_id: str, seller_id: str, order_id: str, verdict: str, at: datetime) -> None: ...
+    def testbuys_of(self, program_id: str, seller_id: str) -> list[dict[str, Any]]:
+        """``{order_id, verdict, at}`` of the seller's test buys with a verdict in this programme."""
+        ...
+
+    def create_lead(self, lead: Any) -> tuple[Any, bool]:
+        """Insert the lead unless its id exists; the stored lead and whether it was created."""
+        ...
+
+    def get_lead(self, program_id: str, lead_id: str) -> Any:
+        """Raise ``NotFound`` for an unknown lead."""
+        ...
+
+    def list_leads(self, program_id: str) -> list[Any]: ...
+    def update_lead_status(
+        self, program_id: str, lead_id: str, from_status: str, to_status: str, entry: Mapping[str, Any], at: datetime
+    ) -> Any:
+        """Move the lead (conditional on ``from_status``: ``InvalidState`` when it moved meanwhile) and append
+        ``entry`` to its history."""
+        ...
+
+    def set_package(self, program_id: str, lead_id: str, package_sha256: str) -> Any: ...
+
+
 # --- appeals (issue 10 item 2) -------------------------------------------------------------------------------------
 class AppealRepository(Protocol):
     """Appeals, their re-test verdicts and wait point, and the corrections an overturn makes. Status changes are

@@ -747,6 +747,127 @@ class FakeMetrics:
         return None
 
 
+# ------------------------------------------------------------------ rings and leads (issue 10 items 3 and 4)
+
+
+class FakeRings(Failures):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fps: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self.index: dict[tuple[str, str, str], set[str]] = {}
+        self.ring_ptr: dict[tuple[str, str], str] = {}
+        self.rings: dict[tuple[str, str], Any] = {}
+
+    def add_fingerprints(self, program_id: str, seller_id: str, fingerprints: Sequence[tuple[str, str]]) -> None:
+        self.check("add_fingerprints")
+        for kind, digest in fingerprints:
+            self.fps.setdefault((program_id, seller_id), set()).add((kind, digest))
+            self.index.setdefault((program_id, kind, digest), set()).add(seller_id)
+
+    def fingerprints_of(self, program_id: str, seller_id: str) -> list[tuple[str, str]]:
+        return sorted(self.fps.get((program_id, seller_id), set()))
+
+    def holders(self, program_id: str, kind: str, digest: str, limit: int) -> list[str]:
+        return sorted(self.index.get((program_id, kind, digest), set()))[:limit]
+
+    def ring_of(self, program_id: str, seller_id: str) -> str | None:
+        return self.ring_ptr.get((program_id, seller_id))
+
+    def set_ring_of(self, program_id: str, seller_ids: Sequence[str], ring_id: str) -> None:
+        self.check("set_ring_of")
+        for s in seller_ids:
+            self.ring_ptr[(program_id, s)] = ring_id
+
+    def get_ring(self, program_id: str, ring_id: str) -> Any:
+        return self.rings.get((program_id, ring_id))
+
+    def save_ring(self, ring: Any, expected_version: int | None) -> bool:
+        self.check("save_ring")
+        old = self.rings.get((ring.program_id, ring.ring_id))
+        if (old is None) != (expected_version is None) or (old is not None and old.version != expected_version):
+            return False
+        self.rings[(ring.program_id, ring.ring_id)] = ring
+        return True
+
+    def list_rings(self, program_id: str) -> list[Any]:
+        return sorted((r for (p, _), r in self.rings.items() if p == program_id), key=lambda r: r.ring_id)
+
+
+class FakeLeads(Failures):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sales: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self.testbuys: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self.leads: dict[tuple[str, str], Any] = {}
+
+    def put_sales(self, program_id: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        self.check("put_sales")
+        out: dict[str, str] = {}
+        for row in rows:
+            fields = {k: row[k] for k in ("seller_id", "period", "units", "orders", "gross_sales")}
+            months = self.sales.setdefault((program_id, str(row["seller_id"])), {})
+            old = months.get(str(row["period"]))
+            key = f"{row['seller_id']}|{row['period']}"
+            out[key] = "unchanged" if old == fields else "new" if old is None else "replaced"
+            months[str(row["period"])] = fields
+        return out
+
+    def sales_of(self, program_id: str, seller_id: str) -> dict[str, int]:
+        return {p: int(r["gross_sales"]) for p, r in self.sales.get((program_id, seller_id), {}).items()}
+
+    def record_testbuy(self, program_id: str, seller_id: str, order_id: str, verdict: str, at: datetime) -> None:
+        self.check("record_testbuy")
+        self.testbuys.setdefault((program_id, seller_id), {})[order_id] = {
+            "order_id": order_id,
+            "verdict": verdict,
+            "at": at,
+        }
+
+    def testbuys_of(self, program_id: str, seller_id: str) -> list[dict[str, Any]]:
+        return [dict(v) for _, v in sorted(self.testbuys.get((program_id, seller_id), {}).items())]
+
+    def create_lead(self, lead: Any) -> tuple[Any, bool]:
+        self.check("create_lead")
+        key = (lead.program_id, lead.lead_id)
+        if key in self.leads:
+            return self.leads[key], False
+        self.leads[key] = lead
+        return lead, True
+
+    def get_lead(self, program_id: str, lead_id: str) -> Any:
+        try:
+            return self.leads[(program_id, lead_id)]
+        except KeyError:
+            raise NotFound(f"no lead {lead_id}", details=[{"field": "lead_id"}]) from None
+
+    def list_leads(self, program_id: str) -> list[Any]:
+        return sorted((v for (p, _), v in self.leads.items() if p == program_id), key=lambda x: x.lead_id)
+
+    def update_lead_status(
+        self, program_id: str, lead_id: str, from_status: str, to_status: str, entry: Mapping[str, Any], at: datetime
+    ) -> Any:
+        self.check("update_lead_status")
+        lead = self.get_lead(program_id, lead_id)
+        if lead.status.value != from_status:
+            raise InvalidState(f"lead {lead_id} is no longer {from_status}", details=[{"field": "status"}])
+        new = lead.model_copy(
+            update={
+                "status": type(lead.status)(to_status),
+                "history": [*lead.history, dict(entry)],
+                "updated_at": at,
+                "version": lead.version + 1,
+            }
+        )
+        self.leads[(program_id, lead_id)] = new
+        return new
+
+    def set_package(self, program_id: str, lead_id: str, package_sha256: str) -> Any:
+        lead = self.get_lead(program_id, lead_id)
+        new = lead.model_copy(update={"package_sha256": package_sha256})
+        self.leads[(program_id, lead_id)] = new
+        return new
+
+
 # --- appeals (issue 10 item 2) -------------------------------------------------------------------------------------
 class FakeAppeals(Failures):
     """``AppealRepository``: the appeal table applied like the DynamoDB adapter (conditional on the from-status,
@@ -859,6 +980,8 @@ class World:
     marketplace: FakeMarketplace
     evidence: FakeEvidence
     metrics: FakeMetrics
+    rings: FakeRings
+    leads: FakeLeads
     deps: Deps
     appeals: FakeAppeals | None = None  # appeals (issue 10 item 2)
 
@@ -879,6 +1002,8 @@ def world(**overrides: Any) -> World:
         "marketplace": FakeMarketplace(),
         "evidence": FakeEvidence(),
         "metrics": FakeMetrics(),
+        "rings": FakeRings(),  # issue 10 items 3 and 4
+        "leads": FakeLeads(),
     }
     parts.update(overrides)
     appeals = FakeAppeals(parts["orders"])  # appeals (issue 10 item 2)

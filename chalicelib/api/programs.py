@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from chalice.app import Blueprint
 
-from chalicelib.api.common import ENF, FIN, PM
+from chalicelib.api.common import ENF, FIN, PM, correlation_id
 from chalicelib.api.declare import ID_MAX_LENGTH, ID_PATTERN, Call, Ok, QueryParam, Refusal, Reply, endpoint
 from chalicelib.api.schemas import (
     Funded,
@@ -114,7 +114,9 @@ def fund(call: Call) -> Reply:
 def import_sellers(call: Call) -> Reply:
     from chalicelib.services import programs
 
-    return Reply(200, programs.import_sellers(deps(), call.params["program_id"], call.body))
+    return Reply(
+        200, programs.import_sellers(deps(), call.params["program_id"], call.body, correlation_id(call.request))
+    )
 
 
 @endpoint(

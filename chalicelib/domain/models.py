@@ -200,6 +200,39 @@ class SellerSignals(BaseModel):
         return v
 
 
+# --- rings (issue 10 item 3): seller fingerprints, hashes only (docs/decisions.md "Rings and leads")
+FINGERPRINT_KINDS = ("identity_document", "payment_account", "address", "device")
+MAX_FINGERPRINTS_PER_KIND = 20
+
+
+def _digest_only(value: str) -> str:
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(
+            "a fingerprint must be a SHA-256 hex digest (64 lowercase hex characters) of the normalised value, "
+            "never the raw value: hash it with the programme's salt before importing (docs/decisions.md)"
+        )
+    return value
+
+
+FingerprintHash = Annotated[str, AfterValidator(_digest_only), Field(json_schema_extra={"pattern": "^[0-9a-f]{64}$"})]
+FingerprintList = Annotated[list[FingerprintHash], Field(max_length=MAX_FINGERPRINTS_PER_KIND)]
+
+
+class SellerFingerprints(Strict):
+    """Hashes of what identifies the person behind a storefront; sellers sharing any one are in the same ring."""
+
+    identity_document: FingerprintList = Field(default_factory=list)
+    payment_account: FingerprintList = Field(default_factory=list)
+    address: FingerprintList = Field(default_factory=list)
+    device: FingerprintList = Field(default_factory=list)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return sorted({(k, h) for k in FINGERPRINT_KINDS for h in getattr(self, k)})
+
+
+# --- end rings
+
+
 class SellerIn(Strict):
     seller_id: Identifier
     category: Identifier
@@ -208,6 +241,7 @@ class SellerIn(Strict):
     signals: SellerSignals | None = None
     linked_sellers: list[Identifier] = Field(default_factory=list, max_length=100)
     eligible: StrictBool = True
+    fingerprints: SellerFingerprints | None = None  # rings (issue 10 item 3)
 
 
 MAX_IMPORT_BATCH = 500

@@ -415,6 +415,10 @@ def rescind(d: Deps, inp: AppealTaskInput) -> dict[str, Any]:
     )
     if appeal.original_verdict is VerdictKind.COUNTERFEIT:
         d.appeals.rescind_confirmed(appeal.seller_id, appeal.order_id, appeal.appeal_id, now)
+    if d.leads is not None:  # the lead estimator's record of this test buy (idempotent on the order id)
+        d.leads.record_testbuy(
+            appeal.program_id, appeal.seller_id, appeal.order_id, appeal.effective_verdict.value, appeal.verdict_at
+        )
     recomputed = _recompute_round(d, order, appeal.appeal_id)
     events = [
         envelope(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chalicelib.domain.enforcement import PolicyConfig
 from chalicelib.domain.personas import PersonaPolicy
@@ -14,12 +16,14 @@ from chalicelib.ports import (
     EventPublisher,
     EvidenceStore,
     IdGenerator,
+    LeadRepository,
     Ledger,
     Marketplace,
     Metrics,
     OrderRepository,
     PersonaRepository,
     ProgramRepository,
+    RingRepository,
     RoundRepository,
     WebhookReceipts,
     Workflow,
@@ -48,4 +52,10 @@ class Deps:
     # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
     custody_key: CustodyKey | None = None
     webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not
+    # rings and leads (issue 10 items 3 and 4); None: no ring detection, no leads (the enforcement policy still runs)
+    rings: RingRepository | None = None
+    leads: LeadRepository | None = None
+    # builds a lead's evidence package and returns its manifest SHA-256 (the coordinator wires the evidence module's
+    # builder here); None: leads are raised without a package (``package_sha256`` stays None)
+    lead_packager: Callable[[Deps, Any], str] | None = None
     appeals: AppealRepository | None = None  # appeals (issue 10 item 2); None: appeals are not wired

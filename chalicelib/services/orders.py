@@ -286,6 +286,11 @@ def request_refund(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     return {"refunded": refunded}
 
 
+def _ring_fields(r: Any) -> dict[str, Any]:
+    """A ring-level recommendation names the ring and the fingerprint kinds shared (issue 10), never values."""
+    return {"ring_id": r.ring_id, "shared_fingerprint_kinds": list(r.shared_fingerprint_kinds)} if r.ring_id else {}
+
+
 def enforce(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     """Apply the enforcement policy to what this test buy proved; store the recommendations on the order."""
     order = d.orders.get_order(inp.order_id)
@@ -298,15 +303,23 @@ def enforce(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
         # History excludes this order: record_confirmed is idempotent on the order id, so a retry changes nothing.
         prior = [t for t in prior if t < (verdict.recorded_at if verdict else now)]
         d.orders.record_confirmed(order.seller_id, order.order_id, verdict.recorded_at if verdict else now)
+    # --- rings and leads (issue 10 items 3 and 4): ring facts, estimated counterfeit sales, leads raised
+    from chalicelib.services import leads
+
+    decided_at = verdict.recorded_at if verdict else now
+    ring, estimate = leads.enforcement_facts(d, order, decided_at, prior)
+    # --- end rings and leads
     facts = SellerFacts(
         seller_id=order.seller_id,
         order_id=order.order_id,
         verdict=order.verdict,
-        decided_at=verdict.recorded_at if verdict else now,
+        decided_at=decided_at,
         prior_confirmed_at=prior,
         linked_sellers_confirmed=linked,
+        estimated_counterfeit_sales=estimate,
         service_quality=order.service_quality,
         evidence=tuple(verdict.evidence) if verdict else (),
+        ring=ring,
     )
     recs = recommend(facts, d.enforcement_policy)
     stored = [
@@ -316,10 +329,16 @@ def enforce(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
             "policy_version": r.policy_version,
             "reason": r.reason,
             "evidence": list(r.evidence),
+            **(
+                {"ring_id": r.ring_id, "shared_fingerprint_kinds": list(r.shared_fingerprint_kinds)}
+                if r.ring_id
+                else {}
+            ),
         }
         for r in recs
     ]
     d.orders.record_recommendations(order.order_id, stored, now)
+    leads.raise_leads(d, order, recs, ring, estimate, inp.correlation_id)  # rings and leads (issue 10)
     return {"recommendations": len(stored)}
 
 
@@ -374,6 +393,8 @@ def publish_outcome(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
                     policy_version=r["policy_version"],
                     reason=r["reason"],
                     evidence=r["evidence"],
+                    ring_id=r.get("ring_id"),  # rings (issue 10)
+                    shared_fingerprint_kinds=r.get("shared_fingerprint_kinds", []),
                 ),
                 inp.correlation_id,
                 str(i),

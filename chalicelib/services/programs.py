@@ -31,7 +31,9 @@ def fund_program(d: Deps, program_id: str, req: FundRequest) -> Balance:
     return d.ledger.fund(program_id, req.reference, req.amount, req.currency).balance
 
 
-def import_sellers(d: Deps, program_id: str, req: SellerImport) -> dict[str, Any]:
+def import_sellers(
+    d: Deps, program_id: str, req: SellerImport, correlation_id: str = "sellers-import"
+) -> dict[str, Any]:
     """Upsert a batch of sellers into the programme's frame, scoring risk where it was not given."""
     d.programs.get_program(program_id)
     seen: set[str] = set()
@@ -61,6 +63,11 @@ def import_sellers(d: Deps, program_id: str, req: SellerImport) -> dict[str, Any
     if problems:
         raise InvalidInput("the batch was rejected; nothing was imported", details=problems)
     d.programs.put_sellers(program_id, sellers)
+    # --- rings (issue 10 item 3): index the batch's fingerprints, recompute the rings it touches
+    from chalicelib.services import rings
+
+    rings.after_import(d, program_id, req.sellers, correlation_id)  # RingDetected for each ring formed or grown
+    # --- end rings
     return {"imported": len(sellers)}
 
 

@@ -513,6 +513,9 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
     summary["currency"] = program.currency
     summary["risk_model"] = model_quality.section(per_round)
     summary["marketplace_refund_rate"] = marketplace_refund_rate(d, program.program_id)
+    from chalicelib.services.leads import metrics_section  # leads funnel (issue 10 item 4)
+
+    summary["leads"] = metrics_section(d, program.program_id)
     summary["precision"] = None
     if combined:
         plans = {hw: estimation.plan_buys(combined, hw) for hw in (0.01, 0.005)}

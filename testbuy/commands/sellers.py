@@ -46,6 +46,8 @@ from testbuy.commands.common import (
 sellers = typer.Typer(no_args_is_help=True, help="The sampling frame: import sellers (role program_manager).")
 
 TOP_LEVEL = ("seller_id", "category", "expected_cost", "risk", "eligible", "linked_sellers")
+# rings (issue 10 item 3): fingerprint hashes, never raw values (docs/decisions.md "Rings and leads")
+FINGERPRINT_COLUMNS = tuple(f"fingerprints.{k}" for k in ("identity_document", "payment_account", "address", "device"))
 
 
 @dataclass
@@ -106,17 +108,23 @@ def _csv_rows(path: Path, parsed: Parsed) -> list[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = header
-        unknown = [h for h in header if h not in TOP_LEVEL and h.removeprefix("signals.") not in kinds]
+        unknown = [
+            h
+            for h in header
+            if h not in TOP_LEVEL and h.removeprefix("signals.") not in kinds and h not in FINGERPRINT_COLUMNS
+        ]
         if unknown or "seller_id" not in header:
             raise InputError(
                 f"{path}: unknown columns {unknown}; columns are {list(TOP_LEVEL)} and the signals "
-                f"{sorted(kinds)} (also as signals.<name>); seller_id, category and expected_cost are required"
+                f"{sorted(kinds)} (also as signals.<name>) and the fingerprints {list(FINGERPRINT_COLUMNS)} "
+                "(SHA-256 hashes, ';'-separated); seller_id, category and expected_cost are required"
             )
         line = reader.line_num
         for raw in reader:
             start, line = line + 1, reader.line_num
             data: dict[str, Any] = {}
             signals: dict[str, Any] = {}
+            fingerprints: dict[str, list[str]] = {}
             problem: tuple[str, str] | None = None
             for key, value in raw.items():
                 if key is None or value is None or value.strip() == "":
@@ -134,6 +142,10 @@ def _csv_rows(path: Path, parsed: Parsed) -> list[tuple[int, dict[str, Any]]]:
                         data[key] = [s.strip() for s in value.replace("|", ";").split(";") if s.strip()]
                     elif key in TOP_LEVEL:
                         data[key] = value
+                    elif key in FINGERPRINT_COLUMNS:  # rings (issue 10): hashes only, checked by SellerIn
+                        fingerprints[key.removeprefix("fingerprints.")] = [
+                            v.strip() for v in value.split(";") if v.strip()
+                        ]
                     else:
                         signals[name] = _convert(kinds[name], value)
                 except ValueError:
@@ -143,6 +155,8 @@ def _csv_rows(path: Path, parsed: Parsed) -> list[tuple[int, dict[str, Any]]]:
                     break
             if signals:
                 data["signals"] = signals
+            if fingerprints:
+                data["fingerprints"] = fingerprints
             if problem is not None:
                 parsed.rejected.append(Rejected(start, data.get("seller_id") or raw.get("seller_id"), *problem))
                 continue

@@ -36,12 +36,18 @@ class SimSeller:
     service: tuple[int, int, int]  # packaging, description accuracy, communication (1..5)
     loses_parcel: bool
     refuses: bool
+    # issue 10 (off by default): fingerprint hashes the platform knows, and monthly gross sales for the sales feed
+    fingerprints: tuple[tuple[str, str], ...] = ()
+    monthly_sales: int = 0  # minor units
+    risk: float | None = None  # a risk the platform already gives (the planted ring and counterfeiter)
 
 
 @dataclass
 class World:
     seed: int
     sellers: list[SimSeller] = field(default_factory=list)
+    known_ring: tuple[str, ...] = ()  # issue 10: a planted ring sharing payment and device fingerprints
+    large_counterfeiter: str | None = None  # issue 10: a counterfeiter with large sales in the feed
 
     @property
     def by_id(self) -> dict[str, SimSeller]:
@@ -52,24 +58,60 @@ class World:
         return sum(s.sells_fakes for s in self.sellers) / len(self.sellers)
 
     def import_payload(self) -> list[dict[str, Any]]:
-        """What the platform knows: signals, never the truth."""
-        return [
-            {
+        """What the platform knows: signals, never the truth (fingerprints and a given risk only when planted)."""
+        out = []
+        for s in self.sellers:
+            row: dict[str, Any] = {
                 "seller_id": s.seller_id,
                 "category": s.category,
                 "expected_cost": s.expected_cost,
                 "signals": s.signals,
                 "linked_sellers": list(s.linked_sellers),
             }
+            if s.fingerprints:
+                fps: dict[str, list[str]] = {}
+                for kind, digest in s.fingerprints:
+                    fps.setdefault(kind, []).append(digest)
+                row["fingerprints"] = fps
+            if s.risk is not None:
+                row["risk"] = s.risk
+            out.append(row)
+        return out
+
+    def sales_feed(self, periods: list[str], currency: str) -> dict[str, Any]:
+        """The marketplace's sales feed (``POST /programs/{id}/sales-feed``) for the sellers with planted sales."""
+        rows = [
+            {
+                "seller_id": s.seller_id,
+                "period": p,
+                "units": max(1, s.monthly_sales // max(s.expected_cost, 1)),
+                "orders": max(1, s.monthly_sales // max(s.expected_cost, 1)),
+                "gross_sales": s.monthly_sales,
+            }
             for s in self.sellers
+            if s.monthly_sales > 0
+            for p in periods
         ]
+        return {"currency": currency, "rows": rows}
 
 
 def _beta(rng: random.Random, mean: float, strength: float) -> float:
     return rng.betavariate(max(mean * strength, 1e-3), max((1 - mean) * strength, 1e-3))
 
 
-def generate(n_sellers: int, seed: int, *, lost_rate: float = 0.02, refuse_rate: float = 0.01) -> World:
+def generate(
+    n_sellers: int,
+    seed: int,
+    *,
+    lost_rate: float = 0.02,
+    refuse_rate: float = 0.01,
+    known_ring: int = 0,
+    large_counterfeiter: bool = False,
+) -> World:
+    """The seeded population. ``known_ring`` (issue 10; 0 = off) plants a ring of that many storefronts sharing a
+    payment account (in pairs) and a device (chained), all selling fakes, never refusing or losing a parcel, given a
+    high risk; ``large_counterfeiter`` plants one more seller of fakes with large monthly sales. Both are chosen with
+    their own generator after the population is drawn, so the default population is unchanged."""
     rng = random.Random(seed)
     cats = list(CATEGORIES)
     weights = [CATEGORIES[c][0] for c in cats]
@@ -118,7 +160,53 @@ def generate(n_sellers: int, seed: int, *, lost_rate: float = 0.02, refuse_rate:
         ia, ib = by_id[a.seller_id], by_id[b.seller_id]
         world.sellers[ia] = _with_links(world.sellers[ia], (b.seller_id,))
         world.sellers[ib] = _with_links(world.sellers[ib], (a.seller_id,))
+    if known_ring or large_counterfeiter:
+        _plant(world, seed, known_ring, large_counterfeiter)
     return world
+
+
+RING_MONTHLY_SALES = 3_000_000  # minor units per ring storefront and month
+LARGE_MONTHLY_SALES = 25_000_000  # the large counterfeiter's, above the default lead threshold on its own
+
+
+def _plant(world: World, seed: int, ring_size: int, large: bool) -> None:
+    from dataclasses import replace
+
+    rng = random.Random(f"{seed}|issue10")  # nosec B311 # a simulation
+    linked = {s.seller_id for s in world.sellers if s.linked_sellers}
+    free = [i for i, s in enumerate(world.sellers) if s.seller_id not in linked]
+    picked = rng.sample(free, min(len(free), ring_size + (1 if large else 0)))
+
+    def fp(kind: str, name: str) -> tuple[str, str]:
+        return kind, hashlib.sha256(f"sim|{seed}|{kind}|{name}".encode()).hexdigest()
+
+    ring_idx = picked[:ring_size]
+    for k, i in enumerate(ring_idx):
+        fps = {fp("payment_account", f"iban-{k // 2}"), fp("device", f"dev-{k}")}
+        if k > 0:
+            fps.add(fp("device", f"dev-{k - 1}"))  # a chain: each storefront shares a device with the previous one
+        world.sellers[i] = replace(
+            world.sellers[i],
+            sells_fakes=True,
+            refuses=False,
+            loses_parcel=False,
+            fingerprints=tuple(sorted(fps)),
+            monthly_sales=RING_MONTHLY_SALES,
+            risk=0.9,
+        )
+    world.known_ring = tuple(sorted(world.sellers[i].seller_id for i in ring_idx))
+    if large and len(picked) > ring_size:
+        i = picked[ring_size]
+        world.sellers[i] = replace(
+            world.sellers[i],
+            sells_fakes=True,
+            refuses=False,
+            loses_parcel=False,
+            fingerprints=(fp("identity_document", "big"),),
+            monthly_sales=LARGE_MONTHLY_SALES,
+            risk=0.9,
+        )
+        world.large_counterfeiter = world.sellers[i].seller_id
 
 
 def _with_links(s: SimSeller, links: tuple[str, ...]) -> SimSeller:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from chalicelib.api.auth import AUDIENCE, ISSUER, Role, issue_token, sign_webhook
 from chalicelib.domain.appeals import AppealIn, RetestVerdictIn
 from chalicelib.domain.custody import Actor
+from chalicelib.domain.leads import LeadUpdateIn, SalesFeedIn
 from chalicelib.domain.models import (
     CustodyIn,
     DeliveryNotice,
@@ -298,6 +299,7 @@ def error_validator() -> Draft202012Validator:
 # Route templates -> paths in the world ({program} etc. are filled per test).
 PARAMS = {"program_id": "{program}", "round_id": "rnd-unknown-0", "order_id": "{order_a}", "lab_id": "{lab_a}"}
 PARAMS["persona_id"] = "{persona}"
+PARAMS["lead_id"] = "lead-unknown-0"  # rings and leads (issue 10)
 PARAMS["appeal_id"] = "apl-unknown-0"  # appeals (issue 10 item 2)
 
 
@@ -331,6 +333,12 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
         "content_base64": "cGhvdG8gb2YgYSBsb2dv",
         "media_type": "image/jpeg",
     },
+    # rings and leads (issue 10)
+    "/programs/{program_id}/sales-feed": lambda: {
+        "currency": "USD",
+        "rows": [{"seller_id": "s-1", "period": "2026-10", "units": 5, "orders": 4, "gross_sales": 1000}],
+    },
+    "/programs/{program_id}/leads/{lead_id}/status": lambda: {"status": "case_opened", "note": ""},
     # appeals (issue 10 item 2)
     "/appeals": lambda: {"order_id": "does-not-exist-0", "statement": "the item is genuine", "evidence": []},
     "/appeals/evidence": lambda: {"content_base64": "aW52b2ljZQ==", "media_type": "application/pdf"},
@@ -354,6 +362,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "/samples/{order_id}/custody": CustodyIn,
     "/samples/{order_id}/evidence": EvidenceIn,
     "/webhooks/delivery": DeliveryNotice,
+    "/programs/{program_id}/sales-feed": SalesFeedIn,  # rings and leads (issue 10)
+    "/programs/{program_id}/leads/{lead_id}/status": LeadUpdateIn,
     "/appeals": AppealIn,  # appeals (issue 10 item 2)
     "/appeals/evidence": EvidenceIn,
     "/labs/{lab_id}/appeals/{appeal_id}/verdict": RetestVerdictIn,

@@ -196,3 +196,20 @@ def test_the_seeded_sample_reaches_every_boundary_of_every_scenario(seed: int) -
         boundaries = {c.point.boundary for c in cases if c.scenario == s and c.point}
         assert {c.point.boundary for c in part if c.scenario == s and c.point} == boundaries
         assert sum(1 for c in part if c.scenario == s and c.point is None) == 1
+
+
+def test_a_call_that_depends_on_the_programmes_other_orders_is_faulted_alone_whatever_the_census_saw() -> None:
+    """The budget threshold event is published by whichever reservation crosses a threshold: in a shared programme the
+    faulted order may cross none (its fault never fires), even when both census orders made the call."""
+    from types import SimpleNamespace
+
+    census = faults.Census()
+    census.conditional["happy"] = set()  # the census's two orders both published: it looked unconditional
+    run = SimpleNamespace(census_data=census)
+    point = "order_reserve_budget/events.PutEvents#1|call.error|error"
+    threshold = faults.Case("happy", faults.FaultPoint.parse(point))
+    other = faults.Case("happy", faults.FaultPoint.parse("order_place/events.PutEvents#1|call.error|error"))
+    assert faults.FaultRun.solo(run, threshold)  # type: ignore[arg-type]
+    assert not faults.FaultRun.solo(run, other)  # type: ignore[arg-type]
+    census.conditional["happy"] = {("order_place", "events.PutEvents", 1)}
+    assert faults.FaultRun.solo(run, other)  # type: ignore[arg-type]

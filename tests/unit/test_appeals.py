@@ -343,6 +343,7 @@ def test_overturn_corrects_verdict_strike_round_and_rescinds_every_action_never_
     assert (order.verdict, order.original_verdict, order.verdict_overturned_by) == (V.AUTHENTIC, V.COUNTERFEIT, aid)
     assert w.orders.get_verdict(oid) is not None and w.orders.get_verdict(oid).verdict is V.COUNTERFEIT  # type: ignore[union-attr]
     assert w.orders.confirmed_history(SELLER) == []  # the strike no longer counts
+    assert [t["verdict"] for t in w.leads.testbuys_of(PID, SELLER)] == ["authentic"]  # the lead estimator's input
     assert order.refunded > 0  # money does not move back
     after = w.rounds.get_round(PID, RID).summary
     assert after is not None and after["counterfeit_hits"] == 0 and after["recomputed_for_appeals"] == [aid]
