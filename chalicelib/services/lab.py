@@ -39,6 +39,7 @@ def queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
             "category": o.category,
             "status": o.status.value,
             "delivered_at": o.delivered_at.isoformat() if o.delivered_at else None,
+            "attempt": o.lab_attempt,  # retest: >= 2 when the sample came from another lab
         }
         for o in d.orders.lab_queue(lab_id)
     ]
