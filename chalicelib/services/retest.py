@@ -33,6 +33,7 @@ from chalicelib.domain.lifecycle import OrderEvent
 from chalicelib.domain.models import Order, OrderStatus, Program, lab_attempts
 from chalicelib.services import custody
 from chalicelib.services.deps import Deps
+from chalicelib.services.lab import verdict_point
 from chalicelib.services.orders import OrderTaskInput, await_point
 
 S = OrderStatus
@@ -45,11 +46,6 @@ class LabAttemptInput(OrderTaskInput):
 
     attempt: int = 1
     reason: Literal["verdict", "overdue"] = "verdict"
-
-
-def verdict_point(attempt: int) -> str:
-    """The wait point of a lab attempt (the first keeps the name it always had)."""
-    return "verdict" if attempt <= 1 else f"verdict{attempt}"
 
 
 def await_verdict(d: Deps, order_id: str, token: str) -> dict[str, Any]:
