@@ -292,3 +292,25 @@ def test_the_retest_setting_is_validated(retest_in: dict[str, Any], needle: str)
     with pytest.raises(ValidationError) as err:
         RetestPolicy(**retest_in)
     assert needle in str(err.value)
+
+
+def test_the_dashboard_times_each_lab_attempt_from_its_hand_over() -> None:
+    from chalicelib.services import dashboard
+
+    w = world()
+    inp = at_first_lab(w)
+    first = w.orders.get_order(OID).lab_id or ""
+    w.clock.advance(seconds=4)
+    post(w, first, VerdictKind.INCONCLUSIVE)
+    retest.next_lab(w.deps, inp)
+    second = w.orders.get_order(OID).lab_id or ""
+    timeouts = w.programs.get_program(PID).timeouts  # verdict_seconds = 5
+    w.clock.advance(seconds=4)  # 8 s since delivery, 4 s since the hand-over: not overdue
+    assert dashboard.overdue_orders([w.orders.get_order(OID)], timeouts, w.clock.now()) == []
+    w.clock.advance(seconds=2)
+    (late,) = dashboard.overdue_orders([w.orders.get_order(OID)], timeouts, w.clock.now())
+    assert late["stage"] == "awaiting_verdict" and late["overdue_seconds"] == 1
+    post(w, second, VerdictKind.AUTHENTIC)
+    turnaround = {t["lab_id"]: t for t in dashboard.lab_turnaround(w.deps, [w.orders.get_order(OID)])}
+    assert set(turnaround) == {first, second}
+    assert turnaround[second]["median_hours"] == round(6 / 3600, 4)
