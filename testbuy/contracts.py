@@ -21,6 +21,7 @@ from chalicelib.domain.events import ALL_EVENTS, detail_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = ROOT / "schemas" / "events"
+CATALOGUE_PATH = ROOT / "docs" / "events.md"
 OPENAPI_PATH = ROOT / "docs" / "openapi.json"
 
 OPENAPI_VERSION = "3.1.0"
@@ -45,9 +46,13 @@ def schema_path(detail_type: str) -> Path:
 
 
 def check_schemas(write: bool = False) -> list[str]:
-    """Compare (or, with ``write``, rewrite) ``schemas/events/*.json``; returns the problems, empty when in sync."""
+    """Compare (or, with ``write``, rewrite) ``schemas/events/*.json`` and the event catalogue ``docs/events.md``;
+    returns the problems, empty when in sync."""
+    from testbuy.event_catalogue import catalogue
+
     wanted = {schema_path(name): render(schema) for name, schema in event_schemas().items()}
     present = set(SCHEMA_DIR.glob("*.json")) if SCHEMA_DIR.is_dir() else set()
+    wanted[CATALOGUE_PATH] = catalogue()
     if write:
         SCHEMA_DIR.mkdir(parents=True, exist_ok=True)
         for path, text in wanted.items():
@@ -62,7 +67,7 @@ def check_schemas(write: bool = False) -> list[str]:
         if not path.exists():
             problems.append(f"{rel}: missing; run `testbuy schemas --write`")
         elif path.read_text() != text:
-            problems.append(f"{rel}: stale (differs from the event model); run `testbuy schemas --write`")
+            problems.append(f"{rel}: stale (differs from the event models); run `testbuy schemas --write`")
     for path in sorted(present - set(wanted)):
         problems.append(f"{path.relative_to(ROOT)}: no such event in chalicelib.domain.events.ALL_EVENTS; delete it")
     return problems

@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chalicelib.domain.events import ALL_EVENTS
+from testbuy.event_catalogue import REGISTRY_FORMAT, registry_description, registry_document, registry_schema_name
 from testbuy.infra import ROOT, StackDescription
 
 STAGES = ("dev", "prod")
@@ -105,6 +107,7 @@ API_LOGS_ID = "ApiAccessLogs"
 API_ACCOUNT_ID = "ApiGatewayAccount"
 API_LOGS_ROLE_ID = "ApiGatewayCloudWatchRole"
 BUS_ID = "EventBus"
+REGISTRY_ID = "EventSchemaRegistry"
 SFN_ROLE_ID = "StateMachinesRole"
 USER_POOL_ID = "UserPool"
 
@@ -290,6 +293,24 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
     }
 
     resources[BUS_ID] = {"Type": "AWS::Events::EventBus", "Properties": {"Name": desc.name(desc.raw["bus"]["name"])}}
+    # Events where subscribers look (issue 10 item 6): every event's schema in the stage's registry, in the format
+    # EventBridge uses for discovered schemas; the registry versions each schema when its content changes.
+    registry_name = desc.name(desc.raw["bus"]["registry"])
+    resources[REGISTRY_ID] = {
+        "Type": "AWS::EventSchemas::Registry",
+        "Properties": {"RegistryName": registry_name, "Description": "testbuy's integration events (docs/events.md)"},
+    }
+    for event in ALL_EVENTS:
+        resources[f"EventSchema{event.detail_type}"] = {
+            "Type": "AWS::EventSchemas::Schema",
+            "Properties": {
+                "RegistryName": {"Fn::GetAtt": [REGISTRY_ID, "RegistryName"]},
+                "SchemaName": registry_schema_name(event),
+                "Type": REGISTRY_FORMAT,
+                "Description": registry_description(event),
+                "Content": json.dumps(registry_document(event), separators=(",", ":")),
+            },
+        }
 
     for key, q in desc.raw["queues"].items():
         # Queues hold messages in flight only (the journal and the archive consumer keep the record): deleting them

@@ -19,6 +19,9 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     detail_type: ClassVar[str]
     component: ClassVar[str]
+    # the event catalogue (docs/events.md) and the schema registry's descriptions are written from these two
+    sent_when: ClassVar[str]
+    audience: ClassVar[str]
 
 
 class Metadata(BaseModel):
@@ -33,6 +36,8 @@ class Metadata(BaseModel):
 class OrderPlaced(EventData):
     detail_type = "OrderPlaced"
     component = "orders"
+    sent_when = "the marketplace accepted a test buy (the order execution's PlaceOrder step)"
+    audience = "finance (commitments), dashboards"
     order_id: str
     round_id: str
     seller_id: str
@@ -44,6 +49,8 @@ class OrderPlaced(EventData):
 class OrderDeliveryFailed(EventData):
     detail_type = "OrderDeliveryFailed"
     component = "orders"
+    sent_when = "a placed order was cancelled or never arrived; its hold is released"
+    audience = "programme managers, persona operations"
     order_id: str
     round_id: str
     seller_id: str
@@ -56,6 +63,8 @@ class OrderReconciliationRequired(EventData):
 
     detail_type = "OrderReconciliationRequired"
     component = "orders"
+    sent_when = "compensation could not finish: a capture or cancellation kept failing and the hold is kept"
+    audience = "operations on call, finance"
     order_id: str
     round_id: str
     seller_id: str
@@ -67,6 +76,8 @@ class OrderReconciliationRequired(EventData):
 class OrderSettled(EventData):
     detail_type = "OrderSettled"
     component = "orders"
+    sent_when = "an order's money is final: captured (with any refund) or released"
+    audience = "finance, dashboards"
     order_id: str
     round_id: str
     seller_id: str
@@ -80,6 +91,8 @@ class OrderSettled(EventData):
 class VerdictRecorded(EventData):
     detail_type = "VerdictRecorded"
     component = "lab"
+    sent_when = "a lab posted its verdict on a sample; carries the custody anchor right after it"
+    audience = "enforcement, audit (custody checkpoints)"
     order_id: str
     round_id: str
     seller_id: str
@@ -94,6 +107,8 @@ class VerdictRecorded(EventData):
 class ServiceQualityRecorded(EventData):
     detail_type = "ServiceQualityRecorded"
     component = "lab"
+    sent_when = "a lab rated the seller's service on a delivered sample"
+    audience = "seller-quality teams"
     order_id: str
     seller_id: str
     score: float
@@ -102,6 +117,8 @@ class ServiceQualityRecorded(EventData):
 class CounterfeitConfirmed(EventData):
     detail_type = "CounterfeitConfirmed"
     component = "enforcement"
+    sent_when = "the enforce step of an order whose conclusive verdict is counterfeit"
+    audience = "enforcement, trust & safety"
     order_id: str
     round_id: str
     seller_id: str
@@ -112,6 +129,8 @@ class CounterfeitConfirmed(EventData):
 class EnforcementActionRecommended(EventData):
     detail_type = "EnforcementActionRecommended"
     component = "enforcement"
+    sent_when = "the policy recommends an action after a verdict (one event per action; ring-level ones name the ring)"
+    audience = "enforcement services (takedowns, credit, bans, leads)"
     order_id: str
     seller_id: str
     action: str
@@ -127,6 +146,8 @@ class EnforcementActionRecommended(EventData):
 class BudgetThresholdCrossed(EventData):
     detail_type = "BudgetThresholdCrossed"
     component = "ledger"
+    sent_when = "committed spend crosses 50/80/95% of the funded budget (once per threshold)"
+    audience = "programme managers, finance"
     threshold: float
     committed: int
     funded: int
@@ -136,6 +157,8 @@ class BudgetThresholdCrossed(EventData):
 class RoundCompleted(EventData):
     detail_type = "RoundCompleted"
     component = "rounds"
+    sent_when = "every order of a round has settled and the round's estimate is computed"
+    audience = "programme managers, reporting"
     round_id: str
     population: int
     sampled: int
@@ -154,6 +177,8 @@ class RoundCompleted(EventData):
 class RoundFailed(EventData):
     detail_type = "RoundFailed"
     component = "rounds"
+    sent_when = "a round's execution failed (its orders are compensated)"
+    audience = "operations on call, programme managers"
     round_id: str
     error: str
 
@@ -167,6 +192,8 @@ class RetestRequested(EventData):
 
     detail_type = "RetestRequested"
     component = "lab"
+    sent_when = "a sample goes to another lab: inconclusive verdict, missed deadline or appeal"
+    audience = "labs, programme managers"
     order_id: str
     round_id: str
     seller_id: str
@@ -182,6 +209,8 @@ class VerdictDeadlineMissed(EventData):
 
     detail_type = "VerdictDeadlineMissed"
     component = "lab"
+    sent_when = "a lab did not give its verdict in time (escalation); says where the sample went"
+    audience = "lab management, programme managers"
     order_id: str
     round_id: str
     seller_id: str
@@ -194,6 +223,8 @@ class VerdictDeadlineMissed(EventData):
 class AppealFiled(EventData):
     detail_type = "AppealFiled"
     component = "appeals"
+    sent_when = "the marketplace or enforcement filed a seller's appeal against a verdict"
+    audience = "enforcement, labs, legal"
     appeal_id: str
     order_id: str
     seller_id: str
@@ -205,6 +236,8 @@ class AppealFiled(EventData):
 class AppealDecided(EventData):
     detail_type = "AppealDecided"
     component = "appeals"
+    sent_when = "an appeal's re-test concluded (upheld or overturned) or its deadline passed (expired)"
+    audience = "enforcement, legal, the marketplace"
     appeal_id: str
     order_id: str
     seller_id: str
@@ -219,6 +252,8 @@ class EnforcementActionRescinded(EventData):
 
     detail_type = "EnforcementActionRescinded"
     component = "enforcement"
+    sent_when = "an appeal overturned a verdict: one event per action that verdict caused"
+    audience = "enforcement services (undo the action)"
     order_id: str
     seller_id: str
     action: str
@@ -235,6 +270,8 @@ class RingDetected(EventData):
 
     detail_type = "RingDetected"
     component = "rings"
+    sent_when = "a seller import links sellers by shared fingerprints into a new or larger ring"
+    audience = "enforcement, risk analysts"
     ring_id: str
     sellers: list[str]
     shared_fingerprint_kinds: list[str]
@@ -243,6 +280,8 @@ class RingDetected(EventData):
 class LeadRaised(EventData):
     detail_type = "LeadRaised"
     component = "leads"
+    sent_when = "a seller's or ring's estimated counterfeit sales cross the policy's threshold"
+    audience = "law-enforcement liaison, legal"
     lead_id: str
     seller_id: str | None
     ring_id: str | None
@@ -255,6 +294,8 @@ class LeadRaised(EventData):
 class LeadUpdated(EventData):
     detail_type = "LeadUpdated"
     component = "leads"
+    sent_when = "enforcement moved a lead to its next stage (submitted, case opened, arrests, conviction, closed)"
+    audience = "law-enforcement liaison, reporting"
     lead_id: str
     status: str = Field(description="submitted | case_opened | arrests | conviction | closed_without_action")
     previous_status: str

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import time
-import types
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
-from chalicelib.domain.events import ALL_EVENTS, EVENT_VERSION, EventData, envelope
+from chalicelib.domain.events import ALL_EVENTS, EVENT_VERSION, envelope
 from testbuy import contracts
+from testbuy.event_catalogue import example_event, registry_document
 
 EVENT_IDS = [e.detail_type for e in ALL_EVENTS]
 
@@ -197,32 +199,6 @@ def test_no_event_field_carries_persona_address_or_payment_data() -> None:
 # ------------------------------------------------------------------------------------------------ events on the bus
 
 
-def _example(annotation: Any, name: str) -> Any:
-    """A plausible value of a field's type (fails loudly for a type it does not know: extend it then)."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return _example(args[0], name)
-    if origin is list:
-        return [_example(get_args(annotation)[0], name)]
-    if annotation is str:
-        examples = {"currency": "USD", "verdict": "counterfeit", "action": "warn", "custody_head": "0" * 64}
-        return examples.get(name, f"{name}-1")
-    if annotation is bool:
-        return True
-    if annotation is datetime:
-        return datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-    if annotation is int:
-        return 1234
-    if annotation is float:
-        return 0.25
-    raise AssertionError(f"no example for {name}: {annotation!r}")
-
-
-def example_event(event: type[EventData]) -> EventData:
-    return event(**{name: _example(f.annotation, name) for name, f in event.model_fields.items()})
-
-
 def _receive_mine(sqs: Any, queue_url: str, wanted: set[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
     """Messages of the archive queue whose event id is ours. Other tests publish to the same bus: their messages
     are left alone (made visible again at the end, so their receive count rises by one at most)."""
@@ -280,6 +256,11 @@ def test_every_event_published_on_the_bus_matches_its_committed_schema(local_sta
         assert message["source"] == f"testbuy.{component}" and component
         errors = sorted(Draft202012Validator(schema).iter_errors(message["detail"]), key=str)
         assert not errors, f"{sent.detail_type}: {[e.message for e in errors]}"
+        # the same message against the schema registry's document (OpenAPI 3.0, the whole EventBridge event)
+        registered = registry_document(next(e for e in ALL_EVENTS if e.detail_type == sent.detail_type))
+        aws_event = OAS30Validator({"$ref": "#/components/schemas/AWSEvent", "components": registered["components"]})
+        errors = sorted(aws_event.iter_errors(message), key=str)
+        assert not errors, f"{sent.detail_type} (registry): {[e.message for e in errors]}"
         meta = message["detail"]["metadata"]
         assert meta == {
             "event_id": event_id,
@@ -310,3 +291,66 @@ def test_committed_schema_rejects_extra_and_missing_fields(detail_type: str) -> 
 def test_example_events_are_models() -> None:
     for event in ALL_EVENTS:
         assert isinstance(example_event(event), BaseModel)
+
+
+# ------------------------------------------------------------------------------------------------ schema registry
+
+
+def _registered() -> dict[str, dict[str, Any]]:
+    from testbuy.infra import StackDescription
+    from testbuy.packaging import render_fragment
+
+    resources = render_fragment(StackDescription.load("dev"))["Resources"]
+    return {k: v for k, v in resources.items() if v["Type"] == "AWS::EventSchemas::Schema"}
+
+
+def test_every_event_is_registered_once_in_the_stages_schema_registry_with_a_valid_document() -> None:
+    registered = _registered()
+    by_name = {r["Properties"]["SchemaName"]: r["Properties"] for r in registered.values()}
+    assert len(by_name) == len(registered) == len(ALL_EVENTS)  # one each, names unique
+    for event in ALL_EVENTS:
+        props = by_name[f"testbuy.{event.component}@{event.detail_type}"]
+        assert props["Type"] == "OpenApi3"
+        assert props["RegistryName"] == {"Fn::GetAtt": ["EventSchemaRegistry", "RegistryName"]}
+        assert 0 < len(props["Description"]) <= 256 and props["Description"].startswith(f"v{EVENT_VERSION}.")
+        document = json.loads(props["Content"])
+        validate_openapi(document)  # raises on an invalid OpenAPI 3.0 document
+        assert document["info"]["version"].split(".")[0] == EVENT_VERSION
+        aws = document["components"]["schemas"]["AWSEvent"]
+        assert aws["x-amazon-events-detail-type"] == event.detail_type
+        assert aws["x-amazon-events-source"] == f"testbuy.{event.component}"
+
+
+@pytest.mark.parametrize("detail_type", EVENT_IDS)
+def test_the_registry_document_takes_a_real_event_and_refuses_a_wrong_one(detail_type: str) -> None:
+    event = next(e for e in ALL_EVENTS if e.detail_type == detail_type)
+    now = datetime.now(UTC)
+    env = envelope(example_event(event), event_id="e", correlation_id="c", occurred_at=now, program_id="p")
+    message = {
+        "version": "0",
+        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "detail-type": env.detail_type,
+        "source": env.source,
+        "account": "123456789012",
+        "time": "2026-11-29T12:00:00Z",
+        "region": "eu-west-1",
+        "resources": [],
+        "detail": json.loads(json.dumps(env.detail)),
+    }
+    document = registry_document(event)
+    validator = OAS30Validator({"$ref": "#/components/schemas/AWSEvent", "components": document["components"]})
+    assert validator.is_valid(message)
+    assert not validator.is_valid({**message, "detail-type": "SomethingElse"})
+    assert not validator.is_valid({**message, "detail": {**message["detail"], "extra": 1}})
+    assert not validator.is_valid({**message, "detail": {**message["detail"], "data": {**env.detail["data"], "x": 1}}})
+    nullable = [n for n, f in event.model_fields.items() if "None" in str(f.annotation)]
+    for name in nullable:  # Draft 2020-12's anyOf [X, null] became nullable, and still takes null
+        data = {**env.detail["data"], name: None}
+        assert validator.is_valid({**message, "detail": {**message["detail"], "data": data}}), name
+
+
+def test_every_event_says_when_it_is_sent_and_who_should_subscribe() -> None:
+    catalogue = contracts.CATALOGUE_PATH.read_text()
+    for event in ALL_EVENTS:
+        assert len(event.sent_when) > 10 and len(event.audience) > 3, event.detail_type
+        assert f"## {event.detail_type}\n" in catalogue
