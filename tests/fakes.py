@@ -264,6 +264,9 @@ class FakeOrders(Failures):
             if current.lab_attempt != from_attempt:
                 self.check(event.value)
                 raise InvalidState(f"sample {order_id} is at lab attempt {current.lab_attempt}, not {from_attempt}")
+            if event is E.REASSIGN and (order_id, from_attempt) in self.verdicts:
+                self.check(event.value)
+                raise InvalidState(f"sample {order_id}: lab attempt {from_attempt} has a verdict; not re-assigned")
             if current.status not in lifecycle.sources(event):
                 self.check(event.value)
                 lifecycle.transition(current.status, event)  # raises InvalidState

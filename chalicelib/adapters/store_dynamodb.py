@@ -391,14 +391,12 @@ class DynamoOrders(DynamoTable):
             "gsi2sk": at.isoformat(),
         }
         extra = "(lab_attempt = :att" + (" OR attribute_not_exists(lab_attempt))" if from_attempt == 1 else ")")
+        statuses = [s.value for s in lifecycle.sources(event)]
         try:
             # the attempt guards the whole read-modify-write: a concurrent re-assignment makes this one fail
-            return self._write(
-                order_id,
-                fields,
-                statuses=[s.value for s in lifecycle.sources(event)],
-                extra=(extra, {":att": from_attempt}),
-            )
+            if event is E.REASSIGN:
+                return self._reassign_unless_verdict(order_id, fields, statuses, extra, from_attempt)
+            return self._write(order_id, fields, statuses=statuses, extra=(extra, {":att": from_attempt}))
         except InvalidState:
             current = self.get_order(order_id)
             if current.lab_attempt == from_attempt + 1 and current.lab_id == to_lab:
@@ -410,6 +408,58 @@ class DynamoOrders(DynamoTable):
                 ) from None
             lifecycle.transition(current.status, event)
             raise
+
+    def _reassign_unless_verdict(
+        self, order_id: str, fields: Mapping[str, Any], statuses: list[str], extra: str, from_attempt: int
+    ) -> Order:
+        """One transaction: the attempt has no verdict (a lab that answered as its deadline passed keeps its
+        answer) and the order is still at it; ``InvalidState`` otherwise."""
+        pk = f"ORDER#{order_id}"
+        names: dict[str, str] = {"#st": "status"}
+        values: dict[str, Any] = {":att": av(from_attempt)}
+        parts = []
+        for i, (k, v) in enumerate(_jsonable(fields).items()):
+            names[f"#u{i}"] = k
+            values[f":u{i}"] = av(v)
+            parts.append(f"#u{i} = :u{i}")
+        placeholders = []
+        for i, st in enumerate(statuses):
+            values[f":st{i}"] = av(st)
+            placeholders.append(f":st{i}")
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": self._key(pk, _verdict_sk(from_attempt)),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(pk, "META"),
+                            "UpdateExpression": "SET " + ", ".join(parts),
+                            "ConditionExpression": f"attribute_exists(pk) AND {extra} AND #st IN "
+                            f"({', '.join(placeholders)})",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if not codes or "ConditionalCheckFailed" not in codes:
+                raise
+            if codes[0] == "ConditionalCheckFailed":
+                raise InvalidState(
+                    f"sample {order_id}: lab attempt {from_attempt} has a verdict; it is not re-assigned",
+                    details=[{"field": "attempt", "attempt": from_attempt}],
+                ) from None
+            raise InvalidState(f"order {order_id} is not at lab attempt {from_attempt} in {statuses}") from None
+        return self.get_order(order_id)
 
     def record_lab_overdue(self, order_id: str, attempt: int, at: datetime) -> Order:
         extra = "(lab_attempt = :att" + (" OR attribute_not_exists(lab_attempt))" if attempt == 1 else ")")

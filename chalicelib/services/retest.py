@@ -92,7 +92,15 @@ def next_lab(d: Deps, inp: LabAttemptInput) -> dict[str, Any]:
             return _result("settle", order)
         reason = "inconclusive"
     elif order.status is S.AT_LAB and inp.reason == "overdue":
-        reason = "overdue"
+        recorded = d.orders.get_verdict(order.order_id, attempt)
+        if recorded is not None:
+            # The lab answered as its deadline passed (its post is finishing its follow-ups): the answer counts.
+            order = d.orders.mark_verdict(order.order_id, recorded.verdict, d.clock.now(), attempt=attempt)
+            if recorded.verdict.conclusive:
+                return _result("settle", order)
+            reason = "inconclusive"
+        else:
+            reason = "overdue"
     else:
         return _result("settle", order)  # anything else is for the capture to judge (it refuses what it must)
     to_lab = next_lab_for(order, program)
@@ -101,7 +109,12 @@ def next_lab(d: Deps, inp: LabAttemptInput) -> dict[str, Any]:
             order = d.orders.record_lab_overdue(order.order_id, attempt, d.clock.now())
             _publish_overdue(d, order, program, attempt, None, inp.correlation_id)
         return _result("settle", order)
-    order = d.orders.reassign_lab(order.order_id, REASONS[reason], attempt, to_lab, reason, d.clock.now())
+    try:
+        order = d.orders.reassign_lab(order.order_id, REASONS[reason], attempt, to_lab, reason, d.clock.now())
+    except InvalidState:
+        if reason == "overdue" and d.orders.get_verdict(order.order_id, attempt) is not None:
+            return next_lab(d, inp)  # a verdict landed meanwhile (the re-assignment refused): decide on it
+        raise
     _handed_over(d, order, program, attempt, inp.correlation_id)
     return _result("await", order)
 

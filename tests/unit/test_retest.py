@@ -314,3 +314,24 @@ def test_the_dashboard_times_each_lab_attempt_from_its_hand_over() -> None:
     turnaround = {t["lab_id"]: t for t in dashboard.lab_turnaround(w.deps, [w.orders.get_order(OID)])}
     assert set(turnaround) == {first, second}
     assert turnaround[second]["median_hours"] == round(6 / 3600, 4)
+
+
+def test_a_verdict_that_lands_as_the_deadline_passes_counts_and_blocks_the_reassignment() -> None:
+    """The race: the lab's verdict is recorded, its status change not yet made, when the deadline fires."""
+    w = world()
+    inp = at_first_lab(w)
+    first = w.orders.get_order(OID).lab_id or ""
+    from chalicelib.domain.lifecycle import OrderEvent
+    from chalicelib.domain.models import Verdict
+
+    recorded = Verdict(
+        order_id=OID, lab_id=first, verdict=VerdictKind.AUTHENTIC, recorded_at=w.clock.now(), recorded_by="t"
+    )
+    w.orders.put_verdict(recorded)
+    with pytest.raises(InvalidState):  # the re-assignment cannot pass a recorded verdict
+        w.orders.reassign_lab(OID, OrderEvent.REASSIGN, 1, "lab-x", "overdue", w.clock.now())
+    decided = retest.next_lab(w.deps, inp.model_copy(update={"reason": "overdue"}))
+    assert decided == {"action": "settle", "attempt": 1, "lab_id": first}
+    order = w.orders.get_order(OID)
+    assert order.status is S.VERDICT and order.verdict is VerdictKind.AUTHENTIC
+    assert w.events.unique("VerdictDeadlineMissed") == {} and w.events.unique("RetestRequested") == {}
