@@ -481,7 +481,7 @@ def lab_queue(
         for s in body["samples"]:
             print(s["order_id"])
         return
-    cols = ("order_id", "seller_id", "category", "status", "delivered_at")
+    cols = ("order_id", "seller_id", "category", "status", "delivered_at", "attempt")  # attempt >= 2: a re-test
     rows = [[str(x.get(c) or "-") for c in cols] for x in body["samples"]]
     _rows(f"lab {lab_id}: {len(rows)} samples waiting", cols, rows)
 
