@@ -91,16 +91,14 @@ def next_lab(d: Deps, inp: LabAttemptInput) -> dict[str, Any]:
         if verdict is None or verdict.verdict.conclusive:
             return _result("settle", order)
         reason = "inconclusive"
+    elif order.status is S.AT_LAB and (recorded := d.orders.get_verdict(order.order_id, attempt)) is not None:
+        # The lab answered as its deadline passed (its post is finishing its follow-ups): the answer counts.
+        order = d.orders.mark_verdict(order.order_id, recorded.verdict, d.clock.now(), attempt=attempt)
+        if recorded.verdict.conclusive:
+            return _result("settle", order)
+        reason = "inconclusive"
     elif order.status is S.AT_LAB and inp.reason == "overdue":
-        recorded = d.orders.get_verdict(order.order_id, attempt)
-        if recorded is not None:
-            # The lab answered as its deadline passed (its post is finishing its follow-ups): the answer counts.
-            order = d.orders.mark_verdict(order.order_id, recorded.verdict, d.clock.now(), attempt=attempt)
-            if recorded.verdict.conclusive:
-                return _result("settle", order)
-            reason = "inconclusive"
-        else:
-            reason = "overdue"
+        reason = "overdue"
     else:
         return _result("settle", order)  # anything else is for the capture to judge (it refuses what it must)
     to_lab = next_lab_for(order, program)
