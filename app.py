@@ -91,6 +91,11 @@ def order_await_verdict(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return tasks.run("order_await_verdict", event)
 
 
+@app.lambda_function(name="order_next_lab")
+def order_next_lab(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return tasks.run("order_next_lab", event)
+
+
 @app.lambda_function(name="order_capture")
 def order_capture(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return tasks.run("order_capture", event)

@@ -11,6 +11,7 @@ from chalicelib.domain.appeals import Appeal, AppealEvent, RetestVerdict  # appe
 from chalicelib.domain.custody import Anchor, CustodyEntry
 from chalicelib.domain.events import Envelope
 from chalicelib.domain.ledger import Balance, JournalEntry
+from chalicelib.domain.lifecycle import OrderEvent
 from chalicelib.domain.models import Order, Program, Round, Seller, Verdict, VerdictKind
 from chalicelib.domain.personas import PersonaPolicy, PersonaState
 
@@ -83,9 +84,30 @@ class OrderRepository(Protocol):
         """Forwarded to ``lab_id``: the order joins that lab's queue."""
         ...
 
-    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime) -> Order:
-        """The verdict is in: the order leaves the lab's queue."""
+    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime, *, attempt: int | None = None) -> Order:
+        """The verdict is in: the order leaves the lab's queue. With ``attempt``: only while the sample is at that lab
+        attempt (a verdict of a lab the sample was taken from never moves it)."""
         ...
+
+    # --- retest (issue 10 item 1)
+    def reassign_lab(
+        self, order_id: str, event: OrderEvent, from_attempt: int, to_lab: str, reason: str, at: datetime
+    ) -> Order:
+        """RETEST (VERDICT -> AT_LAB) or REASSIGN (AT_LAB -> AT_LAB): the sample goes from lab attempt
+        ``from_attempt`` to ``to_lab`` (attempt + 1), which takes it into its queue; conditional on the status AND the
+        attempt. Already done (the order is at attempt + 1 with ``to_lab``): returns it unchanged (a retry). Anything
+        else: ``InvalidState``."""
+        ...
+
+    def record_lab_overdue(self, order_id: str, attempt: int, at: datetime) -> Order:
+        """The lab of ``attempt`` missed its deadline and no lab is left (a fact; idempotent)."""
+        ...
+
+    def list_verdicts(self, order_id: str) -> list[Verdict]:
+        """Every lab attempt's verdict, by attempt."""
+        ...
+
+    # --- end retest
 
     def mark_settled(self, order_id: str, at: datetime) -> Order:
         """The price is captured on the ledger."""
@@ -130,11 +152,15 @@ class OrderRepository(Protocol):
         ...
 
     def put_verdict(self, verdict: Verdict) -> tuple[Verdict, bool]:
-        """Store the verdict once (one conditional write); return (the verdict now stored, whether this call created
-        it)."""
+        """Store the verdict of its lab attempt once (one conditional write); return (the verdict now stored for that
+        attempt, whether this call created it)."""
         ...
 
-    def get_verdict(self, order_id: str) -> Verdict | None: ...
+    def get_verdict(self, order_id: str, attempt: int | None = None) -> Verdict | None:
+        """The verdict of lab attempt ``attempt``; without it, the order's verdict: the latest attempt's (the
+        conclusive one when a lab concluded)."""
+        ...
+
     def record_confirmed(self, seller_id: str, order_id: str, at: datetime) -> None: ...
     def confirmed_history(self, seller_id: str) -> list[datetime]: ...
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from chalicelib.bootstrap import deps
 from chalicelib.observability import logger
-from chalicelib.services import appeals, orders, rounds
+from chalicelib.services import appeals, orders, retest, rounds
 from chalicelib.services.appeals import AppealTaskInput
 from chalicelib.services.orders import OrderTaskInput
 from chalicelib.services.rounds import RoundTaskInput
@@ -41,7 +41,8 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "order_place": _order(orders.place_order),
     "order_await_delivery": lambda e: orders.await_point(deps(), e["order_id"], "delivery", e["task_token"]),
     "order_forward_to_lab": _order(orders.forward_to_lab),
-    "order_await_verdict": lambda e: orders.await_point(deps(), e["order_id"], "verdict", e["task_token"]),
+    "order_await_verdict": lambda e: retest.await_verdict(deps(), e["order_id"], e["task_token"]),
+    "order_next_lab": lambda e: retest.next_lab(deps(), retest.LabAttemptInput.model_validate(e)),
     "order_capture": _order(orders.capture_spend),
     "order_refund": _order(orders.request_refund),
     "order_enforce": _order(orders.enforce),

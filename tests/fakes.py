@@ -168,13 +168,13 @@ class FakeOrders(Failures):
     def __init__(self, rounds: FakeRounds) -> None:
         super().__init__()
         self._rounds = rounds
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: the retest intents check and apply under one hold
         self.orders: dict[str, Order] = {}
         self.lab: dict[str, str | None] = {}  # order id -> lab whose queue holds it
         self.tokens: dict[tuple[str, str], str] = {}
         self.arrivals: dict[tuple[str, str], dict[str, Any]] = {}
         self.finalized: set[str] = set()
-        self.verdicts: dict[str, Verdict] = {}
+        self.verdicts: dict[tuple[str, int], Verdict] = {}  # (order, lab attempt)
         self.confirmed: dict[str, dict[str, datetime]] = {}
         self.rescinded_confirmed: dict[str, dict[str, str]] = {}  # appeals: seller -> order -> appeal id
         self.history: list[tuple[str, OrderEvent, OrderStatus]] = []
@@ -236,14 +236,66 @@ class FakeOrders(Failures):
         return self._apply(order_id, E.DELIVERED, at, delivered_at=delivered_at)
 
     def mark_at_lab(self, order_id: str, lab_id: str, at: datetime) -> Order:
-        order = self._apply(order_id, E.FORWARDED, at, lab_id=lab_id)
+        order = self._apply(
+            order_id, E.FORWARDED, at, lab_id=lab_id, lab_attempt=1, labs_tried=[lab_id], labs_assigned_at=[at]
+        )
         self.lab[order_id] = lab_id
         return order
 
-    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime) -> Order:
-        order = self._apply(order_id, E.VERDICT, at, verdict=verdict)
+    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime, *, attempt: int | None = None) -> Order:
+        if attempt is not None:
+            with self._lock:
+                current = self.get_order(order_id)
+                if current.lab_attempt != attempt:
+                    self.check(E.VERDICT.value)
+                    raise InvalidState(f"sample {order_id} is at lab attempt {current.lab_attempt}, not {attempt}")
+                order = self._apply(order_id, E.VERDICT, at, verdict=verdict)
+        else:
+            order = self._apply(order_id, E.VERDICT, at, verdict=verdict)
         self.lab.pop(order_id, None)
         return order
+
+    # --- retest (issue 10 item 1)
+    def reassign_lab(
+        self, order_id: str, event: OrderEvent, from_attempt: int, to_lab: str, reason: str, at: datetime
+    ) -> Order:
+        assert event in lifecycle.LAB_REASSIGNMENTS  # nosec B101
+        with self._lock:
+            current = self.get_order(order_id)
+            if current.lab_attempt == from_attempt + 1 and current.lab_id == to_lab:
+                return current  # a retried re-assignment
+            if current.lab_attempt != from_attempt:
+                self.check(event.value)
+                raise InvalidState(f"sample {order_id} is at lab attempt {current.lab_attempt}, not {from_attempt}")
+            if event is E.REASSIGN and (order_id, from_attempt) in self.verdicts:
+                self.check(event.value)
+                raise InvalidState(f"sample {order_id}: lab attempt {from_attempt} has a verdict; not re-assigned")
+            if current.status not in lifecycle.sources(event):
+                self.check(event.value)
+                lifecycle.transition(current.status, event)  # raises InvalidState
+            order = self._apply(
+                order_id,
+                event,
+                at,
+                lab_id=to_lab,
+                lab_attempt=from_attempt + 1,
+                labs_tried=[*current.labs_tried, to_lab],
+                labs_assigned_at=[*current.labs_assigned_at, at],
+                retest_reasons=[*current.retest_reasons, reason],
+            )
+            self.lab[order_id] = to_lab
+            return order
+
+    def record_lab_overdue(self, order_id: str, attempt: int, at: datetime) -> Order:
+        self.check("record_lab_overdue")
+        if self.get_order(order_id).lab_attempt != attempt:
+            raise InvalidState(f"sample {order_id} is not at lab attempt {attempt}")
+        return self._fields(order_id, at, last_lab_overdue=True)
+
+    def list_verdicts(self, order_id: str) -> list[Verdict]:
+        return [v for (o, _), v in sorted(self.verdicts.items()) if o == order_id]
+
+    # --- end retest
 
     def mark_settled(self, order_id: str, at: datetime) -> Order:
         order = self._apply(order_id, E.CAPTURED, at)
@@ -306,13 +358,19 @@ class FakeOrders(Failures):
     def put_verdict(self, verdict: Verdict) -> tuple[Verdict, bool]:
         self.check("put_verdict")
         with self._lock:
-            if verdict.order_id in self.verdicts:
-                return self.verdicts[verdict.order_id], False
-            self.verdicts[verdict.order_id] = verdict
+            key = (verdict.order_id, verdict.attempt)
+            if key in self.verdicts:
+                return self.verdicts[key], False
+            if self.get_order(verdict.order_id).lab_attempt != verdict.attempt:
+                raise InvalidState(f"sample {verdict.order_id} is no longer at lab attempt {verdict.attempt}")
+            self.verdicts[key] = verdict
             return verdict, True
 
-    def get_verdict(self, order_id: str) -> Verdict | None:
-        return self.verdicts.get(order_id)
+    def get_verdict(self, order_id: str, attempt: int | None = None) -> Verdict | None:
+        if attempt is None:
+            verdicts = self.list_verdicts(order_id)
+            return verdicts[-1] if verdicts else None
+        return self.verdicts.get((order_id, attempt))
 
     def record_confirmed(self, seller_id: str, order_id: str, at: datetime) -> None:
         self.confirmed.setdefault(seller_id, {})[order_id] = at

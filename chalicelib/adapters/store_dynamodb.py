@@ -8,7 +8,8 @@ set and cleared here, never by the services.
 - ``SELLERS#<p> / <seller>``: the sampling frame.
 - ``ORDER#<o> / META``: a sampled unit and its test buy (GSI1 ``ROUND#<r>`` lists a round's orders, GSI2
   ``LABQ#<lab>`` is the lab's queue while the sample waits for a verdict); task tokens live on this item and are
-  never returned by the API. ``ORDER#<o> / VERDICT``; ``ORDER#<o> / CUSTODY#<seq>`` belongs to ``custody_dynamodb``.
+  never returned by the API. ``ORDER#<o> / VERDICT`` (the first lab attempt's verdict; a re-test's attempt n >= 2
+  is ``ORDER#<o> / VERDICT#<nnn>``); ``ORDER#<o> / CUSTODY#<seq>`` belongs to ``custody_dynamodb``.
 - ``SELLERHIST#<seller> / CONFIRMED#<at>#<o>``: confirmed counterfeits, for the repeat-offender rule.
 - ``PERSONAS#<p> / <persona>`` and ``PERSONAUSE#<persona> / SELLER#<seller>``: stealth personas and their exposure.
 """
@@ -254,14 +255,23 @@ class DynamoOrders(DynamoTable):
 
     # ------------------------------------------------------------------------------------------ lifecycle intents
     def _write(
-        self, order_id: str, fields: Mapping[str, Any], *, statuses: Iterable[str] = (), removes: Iterable[str] = ()
+        self,
+        order_id: str,
+        fields: Mapping[str, Any],
+        *,
+        statuses: Iterable[str] = (),
+        removes: Iterable[str] = (),
+        extra: tuple[str, Mapping[str, Any]] | None = None,
     ) -> Order:
-        """One conditional update of the order item (only from ``statuses`` when given); ``InvalidState`` if the
-        condition fails, ``NotFound`` for an unknown order."""
+        """One conditional update of the order item (only from ``statuses`` when given, and only where the ``extra``
+        condition holds); ``InvalidState`` if the condition fails, ``NotFound`` for an unknown order."""
         expected = list(statuses)
         cond = "attribute_exists(pk)"
         values: dict[str, Any] = {}
         names: dict[str, str] = {}
+        if extra is not None:
+            cond += f" AND {extra[0]}"
+            values.update(extra[1])
         if expected:
             names["#st"] = "status"
             placeholders = []
@@ -330,12 +340,137 @@ class DynamoOrders(DynamoTable):
         return self._apply(order_id, E.DELIVERED, at, {"delivered_at": delivered_at})
 
     def mark_at_lab(self, order_id: str, lab_id: str, at: datetime) -> Order:
-        return self._apply(
-            order_id, E.FORWARDED, at, {"lab_id": lab_id, "gsi2pk": f"LABQ#{lab_id}", "gsi2sk": at.isoformat()}
-        )
+        fields: dict[str, Any] = {"lab_id": lab_id, "gsi2pk": f"LABQ#{lab_id}", "gsi2sk": at.isoformat()}
+        fields |= {"lab_attempt": 1, "labs_tried": [lab_id], "labs_assigned_at": [at.isoformat()]}  # retest
+        return self._apply(order_id, E.FORWARDED, at, fields)
 
-    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime) -> Order:
-        return self._apply(order_id, E.VERDICT, at, {"verdict": verdict}, removes=_LAB_QUEUE)
+    def mark_verdict(self, order_id: str, verdict: VerdictKind, at: datetime, *, attempt: int | None = None) -> Order:
+        if attempt is None:
+            return self._apply(order_id, E.VERDICT, at, {"verdict": verdict}, removes=_LAB_QUEUE)
+        # --- retest: only while the sample is at this lab attempt (orders forwarded before re-tests have none: 1)
+        fields = {"verdict": verdict, "status": lifecycle.target(E.VERDICT), "updated_at": at}
+        extra = "(lab_attempt = :att" + (" OR attribute_not_exists(lab_attempt))" if attempt == 1 else ")")
+        try:
+            return self._write(
+                order_id,
+                fields,
+                statuses=[s.value for s in lifecycle.sources(E.VERDICT)],
+                removes=_LAB_QUEUE,
+                extra=(extra, {":att": attempt}),
+            )
+        except InvalidState:
+            current = self.get_order(order_id)
+            if current.status is lifecycle.target(E.VERDICT) and current.lab_attempt == attempt:
+                return current  # a retried intent
+            if current.lab_attempt != attempt:
+                raise InvalidState(
+                    f"sample {order_id} is at lab attempt {current.lab_attempt}, not {attempt}",
+                    details=[{"field": "attempt", "attempt": current.lab_attempt}],
+                ) from None
+            lifecycle.transition(current.status, E.VERDICT)
+            raise
+
+    # --- retest (issue 10 item 1)
+    def reassign_lab(
+        self, order_id: str, event: OrderEvent, from_attempt: int, to_lab: str, reason: str, at: datetime
+    ) -> Order:
+        if event not in lifecycle.LAB_REASSIGNMENTS:
+            raise ValueError(f"{event.value} does not start a lab attempt")
+        current = self.get_order(order_id)
+        if current.lab_attempt == from_attempt + 1 and current.lab_id == to_lab:
+            return current  # a retried re-assignment
+        fields = {
+            "status": lifecycle.target(event),
+            "updated_at": at,
+            "lab_id": to_lab,
+            "lab_attempt": from_attempt + 1,
+            "labs_tried": [*current.labs_tried, to_lab],
+            "labs_assigned_at": [*(t.isoformat() for t in current.labs_assigned_at), at.isoformat()],
+            "retest_reasons": [*current.retest_reasons, reason],
+            "gsi2pk": f"LABQ#{to_lab}",
+            "gsi2sk": at.isoformat(),
+        }
+        extra = "(lab_attempt = :att" + (" OR attribute_not_exists(lab_attempt))" if from_attempt == 1 else ")")
+        statuses = [s.value for s in lifecycle.sources(event)]
+        try:
+            # the attempt guards the whole read-modify-write: a concurrent re-assignment makes this one fail
+            if event is E.REASSIGN:
+                return self._reassign_unless_verdict(order_id, fields, statuses, extra, from_attempt)
+            return self._write(order_id, fields, statuses=statuses, extra=(extra, {":att": from_attempt}))
+        except InvalidState:
+            current = self.get_order(order_id)
+            if current.lab_attempt == from_attempt + 1 and current.lab_id == to_lab:
+                return current
+            if current.lab_attempt != from_attempt:
+                raise InvalidState(
+                    f"sample {order_id} is at lab attempt {current.lab_attempt}, not {from_attempt}",
+                    details=[{"field": "attempt", "attempt": current.lab_attempt}],
+                ) from None
+            lifecycle.transition(current.status, event)
+            raise
+
+    def _reassign_unless_verdict(
+        self, order_id: str, fields: Mapping[str, Any], statuses: list[str], extra: str, from_attempt: int
+    ) -> Order:
+        """One transaction: the attempt has no verdict (a lab that answered as its deadline passed keeps its
+        answer) and the order is still at it; ``InvalidState`` otherwise."""
+        pk = f"ORDER#{order_id}"
+        names: dict[str, str] = {"#st": "status"}
+        values: dict[str, Any] = {":att": av(from_attempt)}
+        parts = []
+        for i, (k, v) in enumerate(_jsonable(fields).items()):
+            names[f"#u{i}"] = k
+            values[f":u{i}"] = av(v)
+            parts.append(f"#u{i} = :u{i}")
+        placeholders = []
+        for i, st in enumerate(statuses):
+            values[f":st{i}"] = av(st)
+            placeholders.append(f":st{i}")
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": self._key(pk, _verdict_sk(from_attempt)),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(pk, "META"),
+                            "UpdateExpression": "SET " + ", ".join(parts),
+                            "ConditionExpression": f"attribute_exists(pk) AND {extra} AND #st IN "
+                            f"({', '.join(placeholders)})",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": values,
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if not codes or "ConditionalCheckFailed" not in codes:
+                raise
+            if codes[0] == "ConditionalCheckFailed":
+                raise InvalidState(
+                    f"sample {order_id}: lab attempt {from_attempt} has a verdict; it is not re-assigned",
+                    details=[{"field": "attempt", "attempt": from_attempt}],
+                ) from None
+            raise InvalidState(f"order {order_id} is not at lab attempt {from_attempt} in {statuses}") from None
+        return self.get_order(order_id)
+
+    def record_lab_overdue(self, order_id: str, attempt: int, at: datetime) -> Order:
+        extra = "(lab_attempt = :att" + (" OR attribute_not_exists(lab_attempt))" if attempt == 1 else ")")
+        return self._write(order_id, {"last_lab_overdue": True, "updated_at": at}, extra=(extra, {":att": attempt}))
+
+    def list_verdicts(self, order_id: str) -> list[Verdict]:
+        items = self._query_pk(f"ORDER#{order_id}", "VERDICT")
+        verdicts = [Verdict.model_validate(i) for i in items if i["sk"] == "VERDICT" or i["sk"].startswith("VERDICT#")]
+        return sorted(verdicts, key=lambda v: v.attempt)
+
+    # --- end retest
 
     def mark_settled(self, order_id: str, at: datetime) -> Order:
         return self._apply(order_id, E.CAPTURED, at, removes=_LAB_QUEUE)
@@ -442,15 +577,55 @@ class DynamoOrders(DynamoTable):
         return Round.model_validate(item)
 
     def put_verdict(self, verdict: Verdict) -> tuple[Verdict, bool]:
-        item = {"pk": f"ORDER#{verdict.order_id}", "sk": "VERDICT", **verdict.model_dump(mode="json")}
-        if self._put(item, new_only=True):
-            return verdict, True
-        existing = self.get_verdict(verdict.order_id)
-        assert existing is not None  # nosec B101 # the put just failed on this key
-        return existing, False
+        """One transaction: the verdict of its lab attempt, put only if absent, and only while the order is still at
+        that attempt (a lab the sample was taken from cannot record one after the re-assignment)."""
+        existing = self.get_verdict(verdict.order_id, verdict.attempt)
+        if existing is not None:
+            return existing, False
+        pk = f"ORDER#{verdict.order_id}"
+        item = {"pk": pk, "sk": _verdict_sk(verdict.attempt), **verdict.model_dump(mode="json")}
+        at_attempt = "attribute_exists(pk) AND (lab_attempt = :att" + (
+            " OR attribute_not_exists(lab_attempt))" if verdict.attempt == 1 else ")"
+        )
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self._table,
+                            "Key": self._key(pk, "META"),
+                            "ConditionExpression": at_attempt,
+                            "ExpressionAttributeValues": {":att": av(verdict.attempt)},
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": to_item(item),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if not codes or "ConditionalCheckFailed" not in codes:
+                raise
+            existing = self.get_verdict(verdict.order_id, verdict.attempt)
+            if existing is not None:
+                return existing, False  # a concurrent post won
+            current = self.get_order(verdict.order_id)
+            raise InvalidState(
+                f"sample {verdict.order_id} is no longer at lab attempt {verdict.attempt}",
+                details=[{"field": "attempt", "attempt": current.lab_attempt}],
+            ) from None
+        return verdict, True
 
-    def get_verdict(self, order_id: str) -> Verdict | None:
-        item = self._get(f"ORDER#{order_id}", "VERDICT")
+    def get_verdict(self, order_id: str, attempt: int | None = None) -> Verdict | None:
+        if attempt is None:  # the order's verdict: the latest lab attempt's
+            verdicts = self.list_verdicts(order_id)
+            return verdicts[-1] if verdicts else None
+        item = self._get(f"ORDER#{order_id}", _verdict_sk(attempt))
         return None if item is None else Verdict.model_validate(item)
 
     def record_confirmed(self, seller_id: str, order_id: str, at: datetime) -> None:
@@ -615,6 +790,11 @@ class DynamoPersonas(DynamoTable):
 
 E = OrderEvent
 _LAB_QUEUE = ("gsi2pk", "gsi2sk")
+
+
+def _verdict_sk(attempt: int) -> str:
+    """The first lab attempt's verdict keeps the key it always had; a re-test's is ``VERDICT#<nnn>``."""
+    return "VERDICT" if attempt == 1 else f"VERDICT#{attempt:03d}"
 
 
 def _jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,9 @@ class Declaration:
     description: str = ""
     view_name: str = ""
     refusals: tuple[Refusal, ...] = ()
+    # retest (issue 10 item 1): on a lab_scope="order_id" route, a lab the sample was taken from (re-test,
+    # re-assignment) gets through to the service, which answers it (the verdict route: its own verdict again, or 409)
+    former_labs: bool = False
 
     @property
     def admitted(self) -> tuple[str, ...]:
@@ -211,6 +214,7 @@ def endpoint(
     params: dict[str, PathParam] | None = None,
     description: str = "",
     refusals: tuple[Refusal, ...] = (),
+    former_labs: bool = False,
 ) -> Callable[[Handler], Callable[..., Any]]:
     """Declare, register and guard one route (see the module docstring)."""
     names = path_names(path)
@@ -237,6 +241,7 @@ def endpoint(
             roles=roles,
             auth=auth,
             lab_scope=lab_scope,
+            former_labs=former_labs,
             request=request,
             body_optional=body_optional,
             errors=errors,
@@ -336,7 +341,8 @@ def _confine(decl: Declaration, who: Principal, path_args: dict[str, str]) -> No
             order = deps().orders.get_order(order_id)
         except NotFound:
             raise _not_found_for_lab(order_id) from None
-        if order.lab_id is None or order.lab_id != who.lab_id:
+        former = decl.former_labs and who.lab_id in order.labs_tried
+        if order.lab_id is None or (order.lab_id != who.lab_id and not former):
             raise _not_found_for_lab(order_id)
     else:  # unreachable: endpoint() refuses lab routes without a scope
         raise Forbidden("this route is not open to labs")

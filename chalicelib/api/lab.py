@@ -55,11 +55,15 @@ def _actor(who: Principal) -> Actor:
     tag="lab",
     roles=(LAB,),
     lab_scope="order_id",
+    former_labs=True,
     request=VerdictIn,
     ok=(Ok(201, "the verdict was recorded", Verdict), Ok(200, "the same verdict was already recorded", Verdict)),
     errors=(404, 409),
     description="404 when the sample does not exist or is not assigned to the caller's lab (one answer for both); "
-    "409 conflict when a different verdict is already recorded, invalid_state when the sample is not at the lab.",
+    "409 conflict when a different verdict is already recorded, invalid_state when the sample is not at the lab. "
+    "Re-tests: a lab the sample was taken from (its verdict was inconclusive, or it missed its deadline and the "
+    "sample was re-assigned) may repeat the verdict it gave (200); any other verdict from it is a 409 conflict that "
+    "changes nothing.",
 )
 def verdict(call: Call) -> Reply:
     who = call.who

@@ -170,6 +170,7 @@ class QueueItem(Out):
     category: str
     status: str
     delivered_at: str | None
+    attempt: int = Field(default=1, description="lab attempt: 1 the first lab, >= 2 a re-test or re-assignment")
 
 
 class LabQueue(Out):

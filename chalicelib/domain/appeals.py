@@ -25,6 +25,7 @@ Decision table (:func:`decide`), original verdict x re-test verdict (the re-test
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -144,10 +145,13 @@ def window_closes(verdict_at: datetime, window: timedelta) -> datetime:
     return verdict_at + window
 
 
-def retest_lab(labs: list[str], first_lab: str, appeal_id: str) -> str | None:
-    """A lab of the programme that did NOT give the first verdict, chosen reproducibly from the appeal id (spreads
-    appeals across the remaining labs); None when the programme has no other lab."""
+def retest_lab(labs: list[str], first_lab: str, appeal_id: str, tried: Sequence[str] = ()) -> str | None:
+    """A lab of the programme that did NOT give the appealed verdict, chosen reproducibly from the appeal id (spreads
+    appeals across the remaining labs): one that never examined the sample (``tried``: the labs of earlier re-tests)
+    if any is left, else any other; None when the programme has no other lab."""
     others = sorted({lab for lab in labs if lab != first_lab})
+    fresh = [lab for lab in others if lab not in set(tried)]
+    others = fresh or others
     if not others:
         return None
     return others[int(hashlib.sha256(appeal_id.encode()).hexdigest()[:8], 16) % len(others)]

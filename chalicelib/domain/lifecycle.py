@@ -37,6 +37,10 @@ class OrderEvent(StrEnum):
     DELIVERED = "delivered"
     FORWARDED = "forwarded"
     VERDICT = "verdict"
+    # --- retest (issue 10 item 1): the sample goes to another lab (a new lab attempt); the money stays spent
+    RETEST = "retest"  # the verdict was inconclusive
+    REASSIGN = "reassign"  # the lab missed its verdict deadline
+    # --- end retest
     CAPTURED = "captured"
     CANCEL_INTENT = "cancel_intent"
     FAIL = "fail"
@@ -45,6 +49,8 @@ class OrderEvent(StrEnum):
 
 
 E = OrderEvent
+#: Events that start a new lab attempt (the repository conditions them on the attempt, not only on the status).
+LAB_REASSIGNMENTS = frozenset({OrderEvent.RETEST, OrderEvent.REASSIGN})
 
 
 class Ledger(StrEnum):
@@ -85,6 +91,13 @@ RULES: dict[OrderEvent, Rule] = {
     E.DELIVERED: Rule(frozenset({S.PLACED, S.PLACING, S.CANCELLING, S.NEEDS_RECONCILIATION}), S.DELIVERED, Owes()),
     E.FORWARDED: Rule(frozenset({S.PLACED, S.DELIVERED}), S.AT_LAB, Owes(events=("custody",))),
     E.VERDICT: Rule(frozenset({S.AT_LAB}), S.VERDICT, Owes(events=("custody", "resume", "VerdictRecorded"))),
+    # --- retest: conditional on the lab attempt too (the repository's write), so a retried or stale re-assignment
+    # can never move the sample twice; the new lab's queue takes it, the old lab's loses it.
+    E.RETEST: Rule(frozenset({S.VERDICT}), S.AT_LAB, Owes(events=("custody", "RetestRequested"))),
+    E.REASSIGN: Rule(
+        frozenset({S.AT_LAB}), S.AT_LAB, Owes(events=("custody", "VerdictDeadlineMissed", "RetestRequested"))
+    ),
+    # --- end retest
     E.CAPTURED: Rule(_DELIVERED | {S.NEEDS_RECONCILIATION}, S.SETTLED, Owes(Ledger.CAPTURE, events=("OrderSettled",))),
     E.CANCEL_INTENT: Rule(_LIVE_OR_UNKNOWN | {S.NEEDS_RECONCILIATION}, S.CANCELLING, Owes(marketplace="cancel_order")),
     # Release only where no live marketplace order can exist: never placed, or cancellation confirmed.

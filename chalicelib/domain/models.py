@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -98,6 +98,55 @@ class Timeouts(Strict):
         return self
 
 
+# --- retest (issue 10 item 1): what an inconclusive verdict or a missed lab deadline leads to
+RETEST_MODES = ("same_sample", "second_unit")
+MAX_LAB_ATTEMPTS = 5
+
+
+class RetestPolicy(Strict):
+    """What happens when a lab's verdict is inconclusive or a lab misses its verdict deadline: the sample goes to a lab
+    of the programme that has not examined it, up to ``max_lab_attempts`` labs in all (the first lab included).
+
+    ``same_sample``: the sample itself is handed over (a custody entry from the first lab to the next).
+    ``second_unit`` (a second purchase for the re-test) is refused for now: it needs a second reservation on the
+    ledger and is not supported yet (docs/decisions.md, "Re-tests and re-assignment")."""
+
+    model_config = constraints(
+        "retest.mode: second_unit is not supported yet",
+        "timeouts: delivery_seconds + min(max_lab_attempts, len(labs)) x verdict_seconds + max_jitter_seconds "
+        f"<= {ORDER_WAIT_LIMIT_SECONDS}",
+    )
+
+    mode: Literal["same_sample", "second_unit"] = Field(
+        default="same_sample",
+        description="same_sample: the sample goes to the next lab; second_unit: not supported yet",
+    )
+    max_lab_attempts: StrictInt = Field(
+        default=2,
+        ge=1,
+        le=MAX_LAB_ATTEMPTS,
+        description="labs that may examine one sample, the first included (1: no re-test, no re-assignment)",
+    )
+
+    @field_validator("mode")
+    @classmethod
+    def _supported(cls, mode: str) -> str:
+        if mode == "second_unit":
+            raise ValueError(
+                "retest mode second_unit (buying a second unit for the re-test) is not supported yet; "
+                "use same_sample (the sample itself goes to another lab)"
+            )
+        return mode
+
+
+def lab_attempts(retest: RetestPolicy, labs: list[str]) -> int:
+    """How many labs one sample may wait for at most: each of them adds one verdict wait to the execution."""
+    return max(1, min(retest.max_lab_attempts, len(set(labs))))
+
+
+# --- end retest
+
+
 class ProgramCreate(Strict):
     model_config = constraints("period_end > period_start")
 
@@ -112,6 +161,7 @@ class ProgramCreate(Strict):
     per_order_cap: Amount | None = None
     labs: list[Identifier] = Field(default_factory=lambda: ["lab-1"], min_length=1, max_length=50)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    retest: RetestPolicy = Field(default_factory=RetestPolicy)
 
     @field_validator("period_end")
     @classmethod
@@ -120,6 +170,20 @@ class ProgramCreate(Strict):
         if start is not None and end <= start:
             raise ValueError("period_end must be after period_start")
         return end
+
+    @model_validator(mode="after")
+    def _attempts_fit_one_execution(self) -> ProgramCreate:
+        # --- retest: every lab attempt adds one verdict wait to the order execution
+        attempts = lab_attempts(self.retest, self.labs)
+        t = self.timeouts
+        waits = t.delivery_seconds + attempts * t.verdict_seconds + t.max_jitter_seconds
+        if waits > ORDER_WAIT_LIMIT_SECONDS:
+            raise ValueError(
+                f"timeouts: delivery_seconds + {attempts} lab attempts x verdict_seconds + max_jitter_seconds = "
+                f"{waits} s is more than {ORDER_WAIT_LIMIT_SECONDS} s: an order execution could outlive Step "
+                "Functions' one year limit; shorten verdict_seconds or lower retest.max_lab_attempts"
+            )
+        return self
 
 
 class Program(Lenient):
@@ -137,6 +201,7 @@ class Program(Lenient):
     timeouts: Timeouts
     created_at: datetime
     status: str = "active"
+    retest: RetestPolicy = Field(default_factory=RetestPolicy)  # retest (issue 10 item 1)
 
 
 class FundRequest(Strict):
@@ -373,6 +438,7 @@ class Verdict(Lenient):
     evidence: list[str] = Field(default_factory=list)
     recorded_at: datetime
     recorded_by: str
+    attempt: int = Field(default=1, description="the lab attempt it answers (1: the first lab)")  # retest
 
 
 Score = Annotated[StrictInt, Field(ge=1, le=5)]
@@ -450,3 +516,12 @@ class Order(Lenient):
     verdict_overturned_by: str | None = None
     created_at: datetime
     updated_at: datetime
+    # --- retest (issue 10 item 1): the lab attempt the sample is at (1: the first lab), every lab it was sent to
+    # (in order) and when, why each re-assignment happened ("inconclusive" | "overdue"), and whether the last lab missed
+    # its deadline with no lab left to ask.
+    lab_attempt: int = 1
+    labs_tried: list[str] = Field(default_factory=list)
+    labs_assigned_at: list[datetime] = Field(default_factory=list)
+    retest_reasons: list[str] = Field(default_factory=list)
+    last_lab_overdue: bool = False
+    # --- end retest

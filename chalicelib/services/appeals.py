@@ -136,7 +136,7 @@ def file_appeal(d: Deps, req: AppealIn, filed_by: str, subject: str, correlation
             f"({program.timeouts.appeal_window_seconds} s after the verdict)",
             details=[{"field": "order_id", "window_closed_at": closes.isoformat()}],
         )
-    lab = rules.retest_lab(program.labs, verdict.lab_id, appeal_id)
+    lab = rules.retest_lab(program.labs, verdict.lab_id, appeal_id, order.labs_tried)
     if lab is None:
         raise Conflict(
             f"programme {program.program_id} has no lab other than {verdict.lab_id}, which gave the verdict; "

@@ -54,6 +54,8 @@ def _stage(order: Order) -> tuple[str, datetime]:
     if order.status in _AWAIT_DELIVERY:
         return "awaiting_delivery", order.place_intent_at or order.created_at
     if order.status in _AWAIT_VERDICT:
+        if order.lab_attempt > 1 and len(order.labs_assigned_at) >= order.lab_attempt:
+            return "awaiting_verdict", order.labs_assigned_at[order.lab_attempt - 1]  # retest: since the hand-over
         return "awaiting_verdict", order.delivered_at or order.updated_at
     return "other_open", order.created_at
 
@@ -155,10 +157,13 @@ def lab_turnaround(d: Deps, orders: list[Order]) -> list[dict[str, Any]]:
     for o in orders:
         if o.verdict is None or o.lab_id is None or o.delivered_at is None:
             continue
-        verdict = d.orders.get_verdict(o.order_id)
-        if verdict is None:
-            continue
-        hours[o.lab_id].append(max(0.0, (verdict.recorded_at - o.delivered_at).total_seconds() / 3600.0))
+        # retest (issue 10 item 1): each lab attempt's verdict counts for its own lab, from its hand-over
+        for verdict in d.orders.list_verdicts(o.order_id):
+            assigned = o.labs_assigned_at
+            since = assigned[verdict.attempt - 1] if verdict.attempt > 1 and len(assigned) >= verdict.attempt else None
+            start = since or o.delivered_at
+            lab = verdict.lab_id or o.lab_id
+            hours[lab].append(max(0.0, (verdict.recorded_at - start).total_seconds() / 3600.0))
     out = []
     for lab in sorted(hours):
         values = sorted(hours[lab])

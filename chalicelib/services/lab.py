@@ -17,6 +17,11 @@ from chalicelib.services.deps import Deps
 S = OrderStatus
 
 
+def verdict_point(attempt: int) -> str:
+    """The wait point of a lab attempt (the first keeps the name it always had; re-tests: ``verdict<n>``)."""
+    return "verdict" if attempt <= 1 else f"verdict{attempt}"
+
+
 class WrongLab(Exception):
     """The caller's lab is not the lab this sample was sent to (mapped to 403)."""
 
@@ -38,6 +43,7 @@ def queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
             "category": o.category,
             "status": o.status.value,
             "delivered_at": o.delivered_at.isoformat() if o.delivered_at else None,
+            "attempt": o.lab_attempt,  # retest: >= 2 when the sample came from another lab
         }
         for o in d.orders.lab_queue(lab_id)
     ]
@@ -46,17 +52,27 @@ def queue(d: Deps, lab_id: str) -> list[dict[str, Any]]:
 def post_verdict(
     d: Deps, order_id: str, lab_id: str | None, actor: Actor, req: VerdictIn, correlation_id: str
 ) -> tuple[Verdict, bool]:
-    """Record the verdict once (one conditional write decides between concurrent posts). Same verdict again:
-    returns it (created=False). A different one: ``Conflict``.
+    """Record the verdict of the sample's current lab attempt once (one conditional write decides between concurrent
+    posts). Same verdict again: returns it (created=False). A different one: ``Conflict``.
 
     Whoever gets here, first call or retry, then makes sure of every follow-up, each idempotent: the custody entry
     (looked up before it is appended), the order's status, the stored arrival and the resume of the waiting
     execution, and ``VerdictRecorded`` (deterministic id). A retry after any of them failed finishes the job instead
-    of answering early and leaving the execution to wait for its timeout."""
-    order = _order_for_lab(d, order_id, lab_id)
-    stored = d.orders.get_verdict(order_id)
+    of answering early and leaving the execution to wait for its timeout.
+
+    Re-tests (issue 10 item 1): each lab attempt has its own verdict. A lab the sample was taken from (re-tested
+    elsewhere, or re-assigned after it missed its deadline) may repeat the verdict it gave (idempotent), but a new or
+    late one is refused (``Conflict``) and changes nothing."""
+    order, attempt = _attempt_for_lab(d, order_id, lab_id)
+    stored = d.orders.get_verdict(order_id, attempt)
     created = False
     if stored is None:
+        if attempt != order.lab_attempt:
+            raise Conflict(
+                f"sample {order_id} was re-assigned from lab {lab_id} to another lab after lab {lab_id} missed its "
+                "verdict deadline; a late verdict is not accepted and changes nothing",
+                details=[{"field": "order_id", "attempt": attempt, "current_attempt": order.lab_attempt}],
+            )
         if order.status not in (S.AT_LAB, S.VERDICT):
             raise InvalidState(
                 f"sample {order_id} is {order.status.value}; verdicts are taken while it is at the lab",
@@ -70,8 +86,16 @@ def post_verdict(
             evidence=req.evidence,
             recorded_at=d.clock.now(),
             recorded_by=actor.subject,
+            attempt=attempt,
         )
-        stored, created = d.orders.put_verdict(verdict)
+        try:
+            stored, created = d.orders.put_verdict(verdict)
+        except InvalidState:
+            raise Conflict(
+                f"sample {order_id} was re-assigned to another lab while this verdict was posted; it is not accepted "
+                "and changes nothing",
+                details=[{"field": "order_id", "attempt": attempt}],
+            ) from None
     if stored.verdict != req.verdict:
         raise Conflict(
             f"sample {order_id} already has verdict {stored.verdict.value}",
@@ -81,35 +105,53 @@ def post_verdict(
     return stored, created
 
 
+def _attempt_for_lab(d: Deps, order_id: str, lab_id: str | None) -> tuple[Order, int]:
+    """The order and the lab attempt the caller's verdict is for: the current one for its current lab (or a caller
+    without a lab), the attempt a former lab had (its verdict may only be repeated); any other lab: ``WrongLab``."""
+    order = d.orders.get_order(order_id)
+    if lab_id is None or order.lab_id == lab_id:
+        return order, order.lab_attempt
+    tried = order.labs_tried
+    if lab_id in tried:
+        return order, len(tried) - tried[::-1].index(lab_id)  # its (last) attempt, 1-based
+    # Same answer whether the sample belongs to another lab or is not at a lab: no information leaks.
+    raise WrongLab(f"sample {order_id} is not assigned to lab {lab_id}")
+
+
 def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, correlation_id: str) -> None:
     order_id = order.order_id
+    lab_of_attempt = verdict.lab_id or order.lab_id
     # --- custody (issue 8 item 5): the archive entry, logged by the lab principal, once (a retry finds it);
     # its position and MAC are the checkpoint carried in VerdictRecorded, the same on every retry.
-    archive = f"lab:{order.lab_id}:archive"
+    archive = f"lab:{lab_of_attempt}:archive"
     condition = f"examined: {verdict.verdict.value}"
     entry, _ = custody.append(
         d,
         order_id,
         actor,
-        from_party=f"lab:{order.lab_id}",
+        from_party=f"lab:{lab_of_attempt}",
         to_party=archive,
         at=verdict.recorded_at,
-        location=f"lab {order.lab_id}",
+        location=f"lab {lab_of_attempt}",
         condition=condition,
         evidence=verdict.evidence,
         once=lambda e: (
             (e.from_party, e.to_party, e.condition, e.evidence)
-            == (f"lab:{order.lab_id}", archive, condition, tuple(verdict.evidence))
+            == (f"lab:{lab_of_attempt}", archive, condition, tuple(verdict.evidence))
         ),
     )
     anchor = Anchor(entry.seq + 1, entry.mac)
     # --- end custody
     current = d.orders.get_order(order_id)
-    if current.status is S.AT_LAB:
-        d.orders.mark_verdict(order_id, verdict.verdict, d.clock.now())
-    arrival, token = d.orders.arrive(order_id, "verdict", {"verdict": verdict.verdict.value})
+    if current.status is S.AT_LAB and current.lab_attempt == verdict.attempt:
+        try:
+            d.orders.mark_verdict(order_id, verdict.verdict, d.clock.now(), attempt=verdict.attempt)
+        except InvalidState:
+            pass  # re-assigned meanwhile: the verdict of a former attempt moves nothing
+    arrival, token = d.orders.arrive(order_id, verdict_point(verdict.attempt), {"verdict": verdict.verdict.value})
     if token:
         d.workflow.succeed(token, dict(arrival))
+    key = () if verdict.attempt == 1 else (str(verdict.attempt),)
     d.events.publish(
         [
             envelope(
@@ -117,12 +159,12 @@ def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, c
                     order_id=order_id,
                     round_id=order.round_id,
                     seller_id=order.seller_id,
-                    lab_id=order.lab_id or "",
+                    lab_id=lab_of_attempt or "",
                     verdict=verdict.verdict.value,
                     custody_length=anchor.length,
                     custody_head=anchor.head,
                 ),
-                event_id=deterministic_event_id(order_id, "VerdictRecorded"),
+                event_id=deterministic_event_id(order_id, "VerdictRecorded", *key),
                 correlation_id=correlation_id,
                 occurred_at=verdict.recorded_at,
                 program_id=order.program_id,

@@ -251,8 +251,9 @@ def forward_to_lab(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     )
     # --- end custody
     if lifecycle.allows(order.status, E.FORWARDED):
-        d.orders.mark_at_lab(order.order_id, lab_id, now)
-    return {"lab_id": lab_id}
+        order = d.orders.mark_at_lab(order.order_id, lab_id, now)
+    # retest (issue 10 item 1): the lab attempt AwaitVerdict waits on ($.lab.result in the execution)
+    return {"lab_id": order.lab_id or lab_id, "attempt": order.lab_attempt, "action": "await"}
 
 
 def capture_spend(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:

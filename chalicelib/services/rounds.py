@@ -299,6 +299,7 @@ def summarize(
         "failures_by_reason": dict(sorted(Counter(o.failure for o in orders if o.failure).items())),
         "nonresponse": None,
         "estimate": None,
+        "retest": retest_counts(orders),
     }
     if conclusive:
         y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
@@ -315,6 +316,24 @@ def summarize(
             )
             summary["by_stratum"] = {names[k]: estimate_dict(v) for k, v in per.items()}
     return summary
+
+
+def retest_counts(orders: list[Order]) -> dict[str, int]:
+    """Re-tests and re-assignments (issue 10 item 1). A sample is conclusive only once a lab concluded: an order's
+    verdict is its latest lab attempt's, so a sample re-tested to a conclusive verdict counts as conclusive (and as a
+    respondent in the estimate), one that stayed inconclusive after all its attempts counts as nonresponse, as an
+    inconclusive verdict always did. ``overdue_escalations`` counts every missed lab deadline, re-assigned or not."""
+    settled = [o for o in orders if o.status in TERMINAL_STATUSES]
+    return {
+        "retests_requested": sum(r == "inconclusive" for o in orders for r in o.retest_reasons),
+        "overdue_escalations": sum(r == "overdue" for o in orders for r in o.retest_reasons)
+        + sum(1 for o in orders if o.last_lab_overdue),
+        "retested_samples": sum(1 for o in orders if o.retest_reasons),
+        "concluded_after_retest": sum(
+            1 for o in orders if o.retest_reasons and o.verdict is not None and o.verdict.conclusive
+        ),
+        "stayed_inconclusive": sum(1 for o in settled if o.verdict is VerdictKind.INCONCLUSIVE),
+    }
 
 
 def respondent_pi(orders: list[Order]) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
@@ -369,6 +388,10 @@ def aggregate_round(d: Deps, inp: RoundTaskInput) -> dict[str, Any]:
     d.metrics.add("Spend", summary["spent"], "Count", dims)
     d.metrics.add("CounterfeitHits", summary["counterfeit_hits"], "Count", dims)
     d.metrics.add("DeliveryFailures", summary["delivery_failures"], "Count", dims)
+    # --- retest (issue 10 item 1)
+    d.metrics.add("RetestsRequested", summary["retest"]["retests_requested"], "Count", dims)
+    d.metrics.add("VerdictDeadlinesMissed", summary["retest"]["overdue_escalations"], "Count", dims)
+    d.metrics.add("StayedInconclusive", summary["retest"]["stayed_inconclusive"], "Count", dims)
     for name, key in (
         ("CounterfeitHitRate", "hit_rate"),
         ("RefundRate", "refund_rate"),

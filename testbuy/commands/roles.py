@@ -83,6 +83,9 @@ def programs_create(
     delivery_seconds: int | None = typer.Option(None, help="how long an order waits for delivery"),
     verdict_seconds: int | None = typer.Option(None, help="how long a sample waits for its verdict"),
     round_seconds: int | None = typer.Option(None, help="how long a round waits for its orders"),
+    max_lab_attempts: int | None = typer.Option(
+        None, help="labs that may examine one sample (re-test, re-assignment; server default 2)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print the programme id only"),
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
@@ -113,6 +116,8 @@ def programs_create(
     }
     if any(v is not None for v in timeouts.values()):
         body["timeouts"] = {k: v for k, v in timeouts.items() if v is not None}
+    if max_lab_attempts is not None:
+        body["retest"] = {"max_lab_attempts": max_lab_attempts}
     program = api.call("POST", "/programs", body, expect=(201,))
     if as_json:
         emit_json(program)
@@ -476,7 +481,7 @@ def lab_queue(
         for s in body["samples"]:
             print(s["order_id"])
         return
-    cols = ("order_id", "seller_id", "category", "status", "delivered_at")
+    cols = ("order_id", "seller_id", "category", "status", "delivered_at", "attempt")  # attempt >= 2: a re-test
     rows = [[str(x.get(c) or "-") for c in cols] for x in body["samples"]]
     _rows(f"lab {lab_id}: {len(rows)} samples waiting", cols, rows)
 

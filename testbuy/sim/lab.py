@@ -1,5 +1,11 @@
 """Simulated lab: polls its queue over the real HTTP API, logs a custody hand-over, rates service quality and posts
-a verdict. It examines the parcel's ground truth (from the simulated marketplace); a few results are inconclusive."""
+a verdict. It examines the parcel's ground truth (from the simulated marketplace); a few results are inconclusive.
+
+Knobs for the re-test paths (issue 10 item 1): ``inconclusive_rate`` (first examinations) and
+``retest_inconclusive_rate`` (samples re-tested here after another lab; default: the same rate, drawn independently
+of the first lab's draw); ``answer_after_seconds`` makes the lab slow (it answers that long after it first saw a
+sample: longer than the programme's ``verdict_seconds`` and the sample is re-assigned, and the late verdict it still
+posts is refused: counted in ``late_refused``); ``never_answers`` makes it miss every deadline."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -27,6 +34,13 @@ class LabSim:
     # order and wait a random 0..think_seconds per parcel (tests vary timing with these and expect the same verdicts)
     shuffle_queue: bool = False
     think_seconds: float = 0.0
+    # --- retest knobs (issue 10 item 1)
+    retest_inconclusive_rate: float | None = None
+    answer_after_seconds: float = 0.0
+    never_answers: bool = False
+    late_refused: list[str] = field(default_factory=list)
+    retests: int = 0
+    # --- end retest knobs
     verdicts: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -34,6 +48,7 @@ class LabSim:
         self._stop = threading.Event()
         self._timing = random.Random()  # nosec B311 # timing noise only, deliberately unseeded
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"lab-{self.lab_id}")
+        self._pending: dict[str, tuple[float, int]] = {}  # order id -> (first seen, monotonic; lab attempt)
 
     def start(self) -> None:
         self._thread.start()
@@ -56,9 +71,15 @@ class LabSim:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def examine(self, order_id: str) -> None:
+    def examine(self, order_id: str, attempt: int = 1) -> None:
         fake, (packaging, accuracy, communication), days = self.truth(order_id)
-        rng = random.Random(hashlib.sha256(f"{self.seed}|{order_id}".encode()).hexdigest())
+        # The first examination keeps its historical key; a re-test draws on its own (this lab, this attempt).
+        key = f"{self.seed}|{order_id}" if attempt <= 1 else f"{self.seed}|{self.lab_id}|{attempt}|{order_id}"
+        rng = random.Random(hashlib.sha256(key.encode()).hexdigest())
+        rate = self.inconclusive_rate
+        if attempt > 1:
+            self.retests += 1
+            rate = self.inconclusive_rate if self.retest_inconclusive_rate is None else self.retest_inconclusive_rate
         photo = hashlib.sha256(f"photo|{order_id}".encode()).hexdigest()
         self.call(
             "POST",
@@ -81,7 +102,7 @@ class LabSim:
                 "communication": communication,
             },
         )
-        if rng.random() < self.inconclusive_rate:
+        if rng.random() < rate:
             verdict = "inconclusive"
         else:
             verdict = "counterfeit" if fake else "authentic"
@@ -92,6 +113,8 @@ class LabSim:
         )
         if status in (200, 201):
             self.verdicts += 1
+        elif status == 409 and "re-assigned" in json.dumps(body):
+            self.late_refused.append(order_id)  # too slow: the sample went to another lab
         else:
             self.errors.append(f"{order_id}: {status} {body}")
 
@@ -103,10 +126,16 @@ class LabSim:
                     samples = list(body["samples"])
                     if self.shuffle_queue:
                         self._timing.shuffle(samples)
+                    now = time.monotonic()
                     for sample in samples:
+                        self._pending.setdefault(sample["order_id"], (now, int(sample.get("attempt", 1))))
+                    for order_id, (seen, attempt) in list(self._pending.items()):
+                        if self.never_answers or time.monotonic() - seen < self.answer_after_seconds:
+                            continue  # a slow lab: it answers later (a sample re-assigned meanwhile is still answered)
                         if self.think_seconds and self._stop.wait(self._timing.uniform(0, self.think_seconds)):
                             break
-                        self.examine(sample["order_id"])
+                        del self._pending[order_id]
+                        self.examine(order_id, attempt)
             except (OSError, KeyError) as exc:
                 self.errors.append(repr(exc))
             self._stop.wait(self.poll_seconds)

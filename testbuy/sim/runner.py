@@ -33,6 +33,12 @@ class SimOptions:
     lab_poll_seconds: float = 0.3
     lab_think_seconds: float = 0.0  # wall time only
     lab_shuffle_queue: bool = False  # wall time only
+    # --- retest knobs (issue 10 item 1): inconclusive rates, and labs that answer late (lab id, seconds after they
+    # first see a sample; float("inf"): never). A late lab makes the clock decide (its samples are re-assigned after
+    # the programme's verdict_seconds): the one simulator choice that is not keyed on (seed, order id).
+    lab_inconclusive_rate: float = 0.03
+    lab_retest_inconclusive_rate: float | None = None
+    slow_labs: tuple[tuple[str, float], ...] = ()
 
 
 def blind_truth(seed: int) -> Any:
@@ -90,6 +96,10 @@ class Simulators:
                 poll_seconds=o.lab_poll_seconds,
                 think_seconds=o.lab_think_seconds,
                 shuffle_queue=o.lab_shuffle_queue,
+                inconclusive_rate=o.lab_inconclusive_rate,
+                retest_inconclusive_rate=o.lab_retest_inconclusive_rate,
+                answer_after_seconds=min(dict(o.slow_labs).get(lab, 0.0), 1e9),
+                never_answers=dict(o.slow_labs).get(lab, 0.0) == float("inf"),
             )
             for lab in o.labs
         ]

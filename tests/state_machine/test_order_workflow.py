@@ -497,9 +497,14 @@ def test_verdict_timeout_settles_with_the_money_spent(h: Harness, stage1: Stage)
     timed_out = [e for e in hist if e["type"] == "TaskTimedOut"]
     assert len(timed_out) == 1 and timed_out[0]["taskTimedOutEventDetails"]["error"] == "States.Timeout"
     entered = [e["stateEnteredEventDetails"]["name"] for e in hist if e["type"] == "TaskStateEntered"]
-    assert entered[entered.index("AwaitVerdict") + 1] == "CaptureSpend" and "ReleaseBudget" not in entered
+    i = entered.index("AwaitVerdict")
+    assert entered[i + 1 : i + 3] == ["VerdictOverdue", "CaptureSpend"] and "ReleaseBudget" not in entered
     settled = h.events.wait_for("archive", for_order(o.order_id, "OrderSettled"), 1)[0]["detail"]["data"]
     assert settled["spent"] == o.price and settled["verdict"] is None
+    # retest (issue 10 item 1): the escalation says no lab was left to re-assign the sample to
+    missed = h.events.wait_for("archive", for_order(o.order_id, "VerdictDeadlineMissed"), 1)[0]["detail"]["data"]
+    assert (missed["lab_id"], missed["attempt"], missed["reassigned_to"]) == (LAB, 1, None)
+    assert o.last_lab_overdue and o.retest_reasons == [] and "RetestRequested" not in types_for(h.events, o.order_id)
 
 
 def test_refusal_records_it_on_the_persona_and_releases_the_money(h: Harness, stage1: Stage) -> None:

@@ -92,6 +92,9 @@ def test_retest_lab_is_never_the_first_lab_and_none_when_alone() -> None:
         assert rules.retest_lab(["a", "b", "c"], "b", aid) in {"a", "c"}
         assert rules.retest_lab(["b", "c"], "b", aid) == "c"
     assert rules.retest_lab(["b"], "b", "apl-1") is None
+    # a lab that examined the sample in an earlier re-test is avoided while a fresh one is left
+    assert all(rules.retest_lab(["a", "b", "c"], "b", f"apl-{i}", tried=["a", "b"]) == "c" for i in range(20))
+    assert rules.retest_lab(["a", "b"], "b", "apl-1", tried=["a", "b"]) == "a"
     assert rules.appeal_id_for("ord-1") == rules.appeal_id_for("ord-1") != rules.appeal_id_for("ord-2")
 
 

@@ -776,3 +776,14 @@ def test_ctrl_c_during_an_import_keeps_its_progress(fake_api: FakeApi, tmp_path:
     assert result.exit_code == 130 and "--resume" in result.stderr
     state = json.loads((tmp_path / "sellers.jsonl.import-state.json").read_text())
     assert state["done"] == [0] and state["imported"] == 4
+
+
+def test_programs_create_sends_the_retest_attempts(fake_api: FakeApi) -> None:
+    """Re-tests (issue 10 item 1): --max-lab-attempts becomes the programme's retest setting; absent, none is sent."""
+    fake_api.handler = lambda m, p, q, b: (201, {**PROGRAM, **b, "program_id": "prg-9"})
+    common = ["programs", "create", "--name", "n", "--currency", "EUR", "--budget", "1000", "--round-size", "5"]
+    tail = ["-q", "--api-url", fake_api.url, "--token", "t"]
+    assert run(*common, "--lab", "a", "--lab", "b", "--max-lab-attempts", "2", *tail).exit_code == 0
+    assert fake_api.requests[0]["body"]["retest"] == {"max_lab_attempts": 2}
+    assert run(*common, *tail).exit_code == 0
+    assert "retest" not in fake_api.requests[1]["body"]

@@ -53,6 +53,8 @@ def apply(repo: FakeOrders, event: OrderEvent) -> Order:
         E.FAIL: lambda: repo.mark_failed("o", "why", NOW),
         E.FAIL_DELIVERY: lambda: repo.mark_failed("o", "why", NOW, delivery=True),
         E.STUCK: lambda: repo.mark_needs_reconciliation("o", "why", NOW),
+        E.RETEST: lambda: repo.reassign_lab("o", E.RETEST, 1, "lab-2", "inconclusive", NOW),
+        E.REASSIGN: lambda: repo.reassign_lab("o", E.REASSIGN, 1, "lab-2", "overdue", NOW),
     }
     assert set(intents) == set(E), "one typed repository intent per lifecycle event"
     return intents[event]()
@@ -66,7 +68,7 @@ def test_every_pair_is_applied_or_refused_as_the_table_says(status: OrderStatus,
         assert apply(repo, event).status is expected
         assert repo.get_order("o").status is expected
         assert apply(repo, event).status is expected  # the same intent again (a retry) is a no-op
-    elif status is lifecycle.target(event):
+    elif status is lifecycle.target(event) and event not in lifecycle.LAB_REASSIGNMENTS:
         assert apply(repo, event).status is status  # already there: a retried intent
     else:
         with pytest.raises(InvalidState):
@@ -116,3 +118,38 @@ def test_an_unknown_transition_names_the_status_and_event() -> None:
     with pytest.raises(InvalidState) as err:
         lifecycle.transition(S.SETTLED, E.FAIL)
     assert "settled" in str(err.value) and "fail" in str(err.value)
+
+
+# --- retest (issue 10 item 1): re-assignments are conditioned on the lab attempt, not only on the status
+
+
+def test_a_retest_starts_a_new_lab_attempt_and_moves_the_sample_to_the_new_labs_queue() -> None:
+    repo = repo_with(S.DELIVERED)
+    repo.mark_at_lab("o", "lab-1", NOW)
+    assert [o.order_id for o in repo.lab_queue("lab-1")] == ["o"]
+    repo.mark_verdict("o", VerdictKind.INCONCLUSIVE, NOW, attempt=1)
+    order = repo.reassign_lab("o", E.RETEST, 1, "lab-2", "inconclusive", NOW)
+    assert (order.status, order.lab_id, order.lab_attempt) == (S.AT_LAB, "lab-2", 2)
+    assert order.labs_tried == ["lab-1", "lab-2"] and order.retest_reasons == ["inconclusive"]
+    assert repo.lab_queue("lab-1") == [] and [o.order_id for o in repo.lab_queue("lab-2")] == ["o"]
+    # the first lab's verdict can no longer move the sample
+    with pytest.raises(InvalidState):
+        repo.mark_verdict("o", VerdictKind.AUTHENTIC, NOW, attempt=1)
+    assert repo.get_order("o").status is S.AT_LAB
+    # a stale re-assignment (from attempt 1 to another lab) is refused; the same one again is a retry
+    with pytest.raises(InvalidState):
+        repo.reassign_lab("o", E.REASSIGN, 1, "lab-3", "overdue", NOW)
+    assert repo.reassign_lab("o", E.RETEST, 1, "lab-2", "inconclusive", NOW) == order
+    # the next attempt goes on from attempt 2
+    overdue = repo.reassign_lab("o", E.REASSIGN, 2, "lab-3", "overdue", NOW)
+    assert (overdue.lab_attempt, overdue.labs_tried, overdue.retest_reasons) == (
+        3,
+        ["lab-1", "lab-2", "lab-3"],
+        ["inconclusive", "overdue"],
+    )
+
+
+def test_reassignments_keep_the_money_spent() -> None:
+    for event in lifecycle.LAB_REASSIGNMENTS:
+        assert lifecycle.owes(event).ledger is Ledger.NONE
+        assert lifecycle.target(event) is S.AT_LAB and lifecycle.sources(event) <= {S.AT_LAB, S.VERDICT}
