@@ -113,7 +113,7 @@ class H:
         self.d.orders.record_place_intent(oid, at)
         self.d.orders.mark_placed(oid, f"mkt-{oid}", 4_000, at)
         self.d.orders.mark_delivered(oid, at, at)
-        assert orders.forward_to_lab(self.d, inp) == {"lab_id": LAB_A}
+        assert orders.forward_to_lab(self.d, inp)["lab_id"] == LAB_A
         self.lab_a.call("POST", f"/samples/{oid}/verdict", {"verdict": "counterfeit"}, expect=(201,))
         orders.capture_spend(self.d, inp)
         orders.enforce(self.d, inp)
