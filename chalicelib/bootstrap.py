@@ -22,6 +22,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     from chalicelib.adapters.custody_kms import custody_key_from
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
+    from chalicelib.adapters.signer_kms import manifest_signer_from
     from chalicelib.adapters.store_dynamodb import (
         DynamoOrders,
         DynamoPersonas,
@@ -57,6 +58,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         persona_pool_size=cfg.persona_pool_size,
         budget_thresholds=cfg.budget_thresholds,
         webhook_receipts=DynamoWebhookReceipts(dynamodb, cfg.data_table),
+        manifest_signer=manifest_signer_from(cfg, sess),  # evidence (issue 10 item 5)
     )
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 from testbuy.client import ApiClient
 from testbuy.infra import ROOT, StackDescription
+from testbuy.sim.lab import court_verdict
 from testbuy.sim.marketplace import MarketplaceSim
 from testbuy.sim.world import SimSeller, World
 
@@ -1110,7 +1111,9 @@ class FaultRun:
                 "evidence": [photo],
             },
         )
-        body = {"verdict": verdict, "notes": "fault suite", "evidence": [photo]}
+        body = court_verdict(  # evidence (issue 10 item 0): the report is uploaded first
+            lambda p, b: self._lab_call("POST", p, b), self.lab_id, oid, verdict, [photo], "fault suite"
+        )
         path = f"/samples/{oid}/verdict"
         if mode == "concurrent":
             t = threading.Thread(target=self._post_with_retries, args=(path, body), daemon=True)

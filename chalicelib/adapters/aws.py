@@ -102,3 +102,36 @@ class S3EvidenceStore:
             Bucket=self._bucket, Key=key, Body=json.dumps(payload).encode(), ContentType="application/json"
         )
         return self._bucket, key
+
+    # --- evidence (issue 10 items 0 and 5)
+    def exists(self, digest: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self._bucket, Key=f"evidence/sha256/{digest}")
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def get_bytes(self, digest: str) -> bytes | None:
+        try:
+            resp = self._s3.get_object(Bucket=self._bucket, Key=f"evidence/sha256/{digest}")
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return bytes(resp["Body"].read())
+
+    def put_package(self, manifest_sha256: str, data: bytes) -> str:
+        key = f"packages/sha256/{manifest_sha256}.zip"
+        self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/zip")
+        return key
+
+    def package_url(self, key: str, expires_seconds: int) -> str:
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_seconds
+            )
+        )
+
+    # --- end evidence

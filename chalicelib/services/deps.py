@@ -14,6 +14,7 @@ from chalicelib.ports import (
     EvidenceStore,
     IdGenerator,
     Ledger,
+    ManifestSigner,
     Marketplace,
     Metrics,
     OrderRepository,
@@ -47,3 +48,5 @@ class Deps:
     # custody (issue 8 item 5): seals custody entries; None fails closed at the first custody write or read
     custody_key: CustodyKey | None = None
     webhook_receipts: WebhookReceipts | None = None  # the API's webhook route needs it; the tasks do not
+    # evidence (issue 10 item 5): signs evidence-package manifests; None: exporting a package fails closed
+    manifest_signer: ManifestSigner | None = None
