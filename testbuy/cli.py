@@ -140,6 +140,7 @@ def openapi(write: bool = typer.Option(False, help="rewrite docs/openapi.json"))
 # Commands over the HTTP API, one group per role (testbuy/commands/); exit codes: testbuy/commands/common.py.
 from testbuy.commands import common as _common  # noqa: E402
 from testbuy.commands import events as _events  # noqa: E402
+from testbuy.commands import evidence as _evidence  # noqa: E402
 from testbuy.commands import roles as _roles  # noqa: E402
 from testbuy.commands import sellers as _sellers  # noqa: E402
 
@@ -148,6 +149,7 @@ app.add_typer(_sellers.sellers, name="sellers")
 app.add_typer(_roles.rounds, name="rounds")
 app.add_typer(_roles.lab, name="lab")
 app.add_typer(_events.events, name="events")
+app.add_typer(_evidence.evidence, name="evidence")  # issue 10 item 5
 app.command("metrics")(_roles.metrics)
 app.command("spend")(_roles.spend)
 app.command("reconcile")(_roles.reconcile)
