@@ -235,4 +235,7 @@ def upload_evidence(d: Deps, order_id: str, lab_id: str | None, req: EvidenceIn)
 def custody_report(d: Deps, order_id: str, lab_id: str | None, checkpoints: Sequence[Anchor] = ()) -> dict[str, Any]:
     """The chain, verified against the order's anchor and any checkpoints the caller holds (issue 8 item 5)."""
     _order_for_lab(d, order_id, lab_id)
-    return custody.report(d, order_id, checkpoints)
+    out = custody.report(d, order_id, checkpoints)
+    verdict = d.orders.get_verdict(order_id)  # evidence (issue 10 item 0): shown beside the chain
+    out["verdict"] = verdict.model_dump(mode="json") if verdict is not None else None
+    return out

@@ -577,6 +577,15 @@ def lab_custody(
             str(e.get("condition", "")),
         )
     out.print(table)
+    v = report.get("verdict")
+    if v:  # evidence (issue 10 item 0): the verdict and what a court asks of it
+        out.print(
+            f"verdict {v['verdict']} by {v.get('analyst') or '-'} ({v.get('method') or '-'}; accreditation "
+            f"{v.get('accreditation') or '-'}; confidence {v.get('confidence')}); report sha256 "
+            f"{v.get('report_sha256') or '-'}",
+            soft_wrap=True,
+            markup=False,
+        )
     if report["valid"]:
         out.print(f"the chain verifies ({report['length']} entries, anchored)", soft_wrap=True)
     else:

@@ -12,6 +12,7 @@ from chalicelib.domain import evidence_package as ep
 from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.models import VerdictIn, VerdictKind
 from chalicelib.services import evidence_packages, lab, orders
+from chalicelib.services.custody import CustodyReport
 from tests import builders
 from tests.fakes import FakeSigner, World, world
 from tests.unit.test_order_tasks import OID, PID, SELLER, TECH, at_lab
@@ -74,6 +75,10 @@ def test_the_court_fields_are_stored_and_the_same_verdict_again_is_the_stored_on
         0.87,
         req.report_sha256,
     )
+    # the custody view shows the verdict with its court fields, as the API answers it
+    view = lab.custody_report(w.deps, OID, "lab-1")
+    assert view["verdict"] == first.model_dump(mode="json") and view["verdict"]["analyst"] == "analyst-7"
+    CustodyReport.model_validate_json(json.dumps(view), strict=True)
 
 
 @pytest.mark.parametrize(
