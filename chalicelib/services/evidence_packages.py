@@ -25,7 +25,7 @@ from typing import Any
 
 from chalicelib.domain.enforcement import POLICY_VERSION
 from chalicelib.domain.errors import InvalidInput, InvalidState, NotFound
-from chalicelib.domain.evidence_package import CUSTODY_PATH, ECDSA_SHA_256, Package, assemble, public_key_pem
+from chalicelib.domain.evidence_package import CUSTODY_PATH, Package, assemble, public_key_pem
 from chalicelib.domain.models import Order
 from chalicelib.ports import ManifestSigner
 from chalicelib.services import custody
@@ -142,8 +142,13 @@ def build_package(
         body = d.evidence.get_bytes(digest)
         if body is None:
             not_stored.append(digest)
-        else:
-            files[f"evidence/{digest}"] = body
+            continue
+        if hashlib.sha256(body).hexdigest() != digest:  # the store is content-addressed: never sign a swapped file
+            raise InvalidState(
+                f"the stored evidence file {digest} does not hash to its name; it was replaced in the bucket",
+                details=[{"field": "evidence", "sha256": digest}],
+            )
+        files[f"evidence/{digest}"] = body
     files["policy.json"] = _json(
         {"policy_version_at_export": POLICY_VERSION, "policy_versions_of_recommendations": sorted(versions)}
     )
@@ -213,8 +218,4 @@ def export_seller(d: Deps, program_id: str, seller_id: str) -> dict[str, Any]:
 
 def public_key(d: Deps) -> dict[str, Any]:
     s = signer(d)
-    return {
-        "key_id": s.key_id(),
-        "algorithm": s.algorithm() or ECDSA_SHA_256,
-        "public_key_pem": public_key_pem(s.public_key_der()),
-    }
+    return {"key_id": s.key_id(), "algorithm": s.algorithm(), "public_key_pem": public_key_pem(s.public_key_der())}

@@ -217,3 +217,19 @@ def test_no_signer_fails_closed() -> None:
     w.deps.manifest_signer = None
     with pytest.raises(RuntimeError, match="TESTBUY_EVIDENCE_SIGNING_KEY_ARN"):
         evidence_packages.export_sample(w.deps, OID)
+
+
+def test_an_evidence_file_swapped_in_the_store_is_never_signed() -> None:
+    w = world()
+    req = decided(w)
+    w.evidence.blobs[req.report_sha256 or ""] = b"a different report"
+    with pytest.raises(InvalidState) as err:
+        evidence_packages.export_sample(w.deps, OID)
+    assert err.value.details == [{"field": "evidence", "sha256": req.report_sha256}]
+    assert not w.evidence.packages
+
+
+def test_the_public_key_answer_is_the_signers_key_in_pem() -> None:
+    w = world()
+    out = evidence_packages.public_key(w.deps)
+    assert out["algorithm"] == "ECDSA_SHA_256" and out["public_key_pem"].encode() == pem(w)
