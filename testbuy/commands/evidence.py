@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,6 +39,25 @@ from testbuy.commands.common import (
 
 evidence = typer.Typer(no_args_is_help=True, help="Export and verify signed evidence packages.")
 ENF = "enforcement"
+
+
+def download(answer: dict[str, Any]) -> bytes:
+    """The zip an export answered (``url``), checked to hold the manifest it announced (``manifest_sha256``).
+    Raises ``OSError`` when the download fails, ``ValueError`` when it is not that package. Also for the demo:
+    ``data = download(client.call("POST", f"/samples/{order_id}/evidence-package"))``."""
+    try:
+        with urllib.request.urlopen(answer["url"], timeout=120) as resp:  # noqa: S310 # nosec B310 - the API's URL
+            data: bytes = resp.read()
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise OSError(str(exc)) from exc
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            manifest_sha = hashlib.sha256(zf.read("manifest.json")).hexdigest()
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"the download is not an evidence package: {exc}") from None
+    if manifest_sha != answer["manifest_sha256"]:
+        raise ValueError(f"the downloaded manifest is {manifest_sha}, the API announced {answer['manifest_sha256']}")
+    return data
 
 
 @evidence.command("export")
@@ -66,21 +86,11 @@ def export(
         path = f"/programs/{q(str(program))}/sellers/{q(str(seller))}/evidence-package"
     body = api.call("POST", path, expect=(201,))
     try:
-        with urllib.request.urlopen(body["url"], timeout=120) as resp:  # noqa: S310 # nosec B310 - the API's URL
-            data = resp.read()
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        data = download(body)
+    except OSError as exc:
         fail(UNAVAILABLE, f"cannot download the package from the pre-signed URL: {exc}", as_json=as_json)
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            manifest_sha = hashlib.sha256(zf.read("manifest.json")).hexdigest()
-    except (zipfile.BadZipFile, KeyError) as exc:
-        fail(NEGATIVE, f"the download is not an evidence package: {exc}", as_json=as_json)
-    if manifest_sha != body["manifest_sha256"]:
-        fail(
-            NEGATIVE,
-            f"the downloaded manifest is {manifest_sha}, the API announced {body['manifest_sha256']}",
-            as_json=as_json,
-        )
+    except ValueError as exc:
+        fail(NEGATIVE, str(exc), as_json=as_json)
     target = out_file or Path(f"evidence-{body['kind']}-{body['manifest_sha256'][:16]}.zip")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
