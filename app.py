@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Rate
 
-from chalicelib.api import appeals, dashboard, finance, lab, leads, programs, system, webhooks
+from chalicelib.api import appeals, dashboard, evidence_packages, finance, lab, leads, programs, system, webhooks
 from chalicelib.domain.lifecycle import EXECUTION_ENDED_BADLY
 
 # The task handlers (and the statistics behind them: numpy, sampling, estimation, risk) load on a task function's
@@ -26,6 +26,7 @@ app.register_blueprint(webhooks.bp)
 app.register_blueprint(dashboard.bp)
 app.register_blueprint(leads.bp)  # rings and leads (issue 10 items 3 and 4)
 app.register_blueprint(appeals.bp)  # appeals (issue 10 item 2)
+app.register_blueprint(evidence_packages.bp)  # evidence (issue 10 item 5)
 
 
 # --- state-machine tasks: one Lambda function each (money-moving ones get their own IAM policy in .chalice/) ---

@@ -24,6 +24,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
     from chalicelib.adapters.ledger_dynamodb import DynamoLedger
     from chalicelib.adapters.marketplace_http import HttpMarketplace
     from chalicelib.adapters.rings_dynamodb import DynamoLeads, DynamoRings
+    from chalicelib.adapters.signer_kms import manifest_signer_from
     from chalicelib.adapters.store_dynamodb import (
         DynamoOrders,
         DynamoPersonas,
@@ -66,6 +67,7 @@ def build(cfg: Settings, session: Any = None) -> Deps:
         rings=DynamoRings(dynamodb, cfg.data_table),  # issue 10 items 3 and 4
         leads=DynamoLeads(dynamodb, cfg.data_table),
         appeals=DynamoAppeals(dynamodb, cfg.data_table),  # appeals (issue 10 item 2)
+        manifest_signer=manifest_signer_from(cfg, sess),  # evidence (issue 10 item 5)
     )
 
 

@@ -42,6 +42,8 @@ class Settings(BaseModel):
     custody_kms_key_arn: str = ""
     custody_kms_previous_key_arns: tuple[str, ...] = ()
     custody_key: str = Field(default="", repr=False)
+    # evidence (issue 10 item 5): the KMS asymmetric key (ECC_NIST_P256) that signs evidence-package manifests
+    evidence_signing_key_arn: str = ""
     # reproducible ids for a seeded local run (the demo); refused in a deployed function
     id_seed: int | None = Field(default=None, ge=0)
 
@@ -70,6 +72,7 @@ _ENV = {
     "custody_kms_previous_key_arns": "TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS",
     "custody_key": "TESTBUY_CUSTODY_KEY",
     "id_seed": "TESTBUY_ID_SEED",
+    "evidence_signing_key_arn": "TESTBUY_EVIDENCE_SIGNING_KEY_ARN",  # evidence (issue 10 item 5)
 }
 
 

@@ -361,9 +361,46 @@ class EvidenceStore(Protocol):
         """Write a JSON document; return (bucket, key)."""
         ...
 
-    def has_bytes(self, sha256: str) -> bool:
-        """Whether a file with this SHA-256 was stored (appeals, issue 10 item 2)."""
+    # --- evidence (issue 10 items 0 and 5): read evidence back by hash, store and hand out evidence packages
+    def exists(self, digest: str) -> bool:
+        """Whether an evidence file with this SHA-256 is stored."""
         ...
+
+    def get_bytes(self, digest: str) -> bytes | None:
+        """The evidence file stored under this SHA-256, or None."""
+        ...
+
+    def put_package(self, manifest_sha256: str, data: bytes) -> str:
+        """Store an evidence package (a zip) under its manifest's SHA-256; return its key (idempotent)."""
+        ...
+
+    def package_url(self, key: str, expires_seconds: int) -> str:
+        """A pre-signed GET URL of a stored package."""
+        ...
+
+    # --- end evidence
+
+
+# --- evidence (issue 10 item 5) -----------------------------------------------------------------------------------
+class ManifestSigner(Protocol):
+    """Signs evidence-package manifests with an asymmetric key whose private half never leaves its keeper (KMS in
+    AWS: ECC_NIST_P256, ECDSA_SHA_256). Anyone holding the public key verifies a package offline."""
+
+    def key_id(self) -> str: ...
+    def algorithm(self) -> str:
+        """The signing algorithm's name, e.g. ``ECDSA_SHA_256``."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """The signature (DER for ECDSA) of ``message`` (at most 4,096 bytes, KMS's RAW limit)."""
+        ...
+
+    def public_key_der(self) -> bytes:
+        """The public key, DER SubjectPublicKeyInfo."""
+        ...
+
+
+# --- end evidence
 
 
 class Metrics(Protocol):

@@ -141,6 +141,7 @@ def openapi(write: bool = typer.Option(False, help="rewrite docs/openapi.json"))
 from testbuy.commands import appeals as _appeals  # noqa: E402  # appeals (issue 10 item 2); also adds `lab appeals`
 from testbuy.commands import common as _common  # noqa: E402
 from testbuy.commands import events as _events  # noqa: E402
+from testbuy.commands import evidence as _evidence  # noqa: E402
 from testbuy.commands import leads as _leads  # noqa: E402  # issue 10 item 4
 from testbuy.commands import roles as _roles  # noqa: E402
 from testbuy.commands import sellers as _sellers  # noqa: E402
@@ -152,6 +153,7 @@ app.add_typer(_roles.lab, name="lab")
 app.add_typer(_events.events, name="events")
 app.add_typer(_leads.leads, name="leads")  # issue 10 item 4
 app.add_typer(_appeals.appeals, name="appeals")  # appeals (issue 10 item 2)
+app.add_typer(_evidence.evidence, name="evidence")  # issue 10 item 5
 app.command("metrics")(_roles.metrics)
 app.command("spend")(_roles.spend)
 app.command("reconcile")(_roles.reconcile)

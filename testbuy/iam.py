@@ -70,6 +70,8 @@ IAM_ACTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("kms", "verify_mac"): ("kms:VerifyMac",),
     ("kms", "sign"): ("kms:Sign",),
     ("kms", "verify"): ("kms:Verify",),
+    ("kms", "get_public_key"): ("kms:GetPublicKey",),  # evidence (issue 10 item 5)
+    ("s3", "generate_presigned_url"): ("s3:GetObject",),  # the URL is signed with the function's credentials
     ("sqs", "send_message"): ("sqs:SendMessage",),
 }
 #: ``TransactItems`` entry kind -> the IAM action DynamoDB authorises it with.

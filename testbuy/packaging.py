@@ -36,7 +36,8 @@ DEFAULT_STAGE = "prod"
 DEFAULT_REGION = "us-east-1"
 #: Routes that must stay reachable without a Cognito token (health check; HMAC-signed marketplace webhook; the
 #: dashboard page, which holds no data: a browser sends no Authorization header when it navigates to a page).
-PUBLIC_ROUTES = ("/health", "/webhooks/delivery", "/dashboard")
+# /evidence/public-key (issue 10 item 5): a public key, public so that a court or a seller verifies a package
+PUBLIC_ROUTES = ("/health", "/webhooks/delivery", "/dashboard", "/evidence/public-key")
 AUTHORIZER = "TestbuyCognito"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
@@ -416,8 +417,9 @@ def render_fragment(desc: StackDescription, roles: tuple[str, ...] | None = None
             "Metadata": _skips(
                 (
                     "CKV_AWS_7",
-                    "an HMAC key cannot rotate automatically in KMS; rotation is a new key made current, the old "
-                    "one kept for verification (TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS)",
+                    "an HMAC or asymmetric key cannot rotate automatically in KMS; rotation is a new key made "
+                    "current, the old one kept for verification (custody: TESTBUY_CUSTODY_KMS_PREVIOUS_KEY_ARNS; "
+                    "evidence packages name the key that signed them)",
                 )
             ),
             "Properties": {

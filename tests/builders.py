@@ -39,3 +39,23 @@ def force_order_fields(
     """Set stored fields of an order directly, past the lifecycle (a fixture's shortcut to a state, or a rival
     writer in a race); only from ``expect_status`` when given. ``orders`` is the DynamoDB order repository."""
     return orders._write(order_id, fields, statuses=[str(s) for s in expect_status])  # type: ignore[no-any-return]
+
+
+# --- evidence (issue 10 item 0)
+def court_verdict(store: Any, verdict: Any, **fields: Any) -> Any:
+    """A conclusive-grade ``VerdictIn``: its lab report is stored in ``store`` (an EvidenceStore) first and cited
+    by hash; ``fields`` override any field."""
+    from chalicelib.domain.models import VerdictIn
+
+    kind = getattr(verdict, "value", verdict)
+    report = store.put_bytes(f"lab report: {kind} {uuid.uuid4().hex}".encode())
+    values: dict[str, Any] = {
+        "verdict": verdict,
+        "method": "XRF",
+        "analyst": "analyst-7",
+        "accreditation": "ISO/IEC 17025 cert 1234-01",
+        "confidence": 0.9,
+        "report_sha256": report,
+        **fields,
+    }
+    return VerdictIn(**values)

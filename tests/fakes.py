@@ -780,6 +780,7 @@ class FakeEvidence:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
         self.docs: dict[str, Any] = {}
+        self.packages: dict[str, bytes] = {}  # evidence (issue 10 item 5)
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
@@ -790,8 +791,22 @@ class FakeEvidence:
         self.docs[key] = copy.deepcopy(payload)
         return "fake-bucket", key
 
-    def has_bytes(self, sha256: str) -> bool:  # appeals (issue 10 item 2)
-        return sha256 in self.blobs
+    # --- evidence (issue 10 items 0 and 5)
+    def exists(self, digest: str) -> bool:
+        return digest in self.blobs
+
+    def get_bytes(self, digest: str) -> bytes | None:
+        return self.blobs.get(digest)
+
+    def put_package(self, manifest_sha256: str, data: bytes) -> str:
+        key = f"packages/sha256/{manifest_sha256}.zip"
+        self.packages[key] = data
+        return key
+
+    def package_url(self, key: str, expires_seconds: int) -> str:
+        return f"https://fake-bucket.example/{key}?expires={expires_seconds}"
+
+    # --- end evidence
 
 
 class FakeMetrics:
@@ -1065,5 +1080,48 @@ def world(**overrides: Any) -> World:
     }
     parts.update(overrides)
     appeals = FakeAppeals(parts["orders"])  # appeals (issue 10 item 2)
-    d = Deps(ids=FakeIds(), persona_pool_size=8, custody_key=LocalHmacKey("k" * 40), appeals=appeals, **parts)
+    d = Deps(
+        ids=FakeIds(),
+        persona_pool_size=8,
+        custody_key=LocalHmacKey("k" * 40),
+        appeals=appeals,
+        manifest_signer=FakeSigner(),  # evidence (issue 10 item 5)
+        **parts,
+    )
     return World(deps=d, appeals=appeals, **parts)
+
+
+# --- evidence (issue 10 item 5)
+class FakeSigner:
+    """An in-memory ECDSA P-256 signer (the KMS adapter's stand-in): deterministic key from ``secret``."""
+
+    def __init__(self, secret: int = 0xC0FFEE, key_id: str = "fake-signing-key") -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self._key = ec.derive_private_key(secret, ec.SECP256R1())
+        self._id = key_id
+        self.signed: list[bytes] = []
+
+    def key_id(self) -> str:
+        return self._id
+
+    def algorithm(self) -> str:
+        return "ECDSA_SHA_256"
+
+    def sign(self, message: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        assert len(message) <= 4096, "KMS signs at most 4,096 bytes (RAW)"
+        self.signed.append(message)
+        return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def public_key_der(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+# --- end evidence

@@ -103,12 +103,35 @@ class S3EvidenceStore:
         )
         return self._bucket, key
 
-    # appeals (issue 10 item 2): an appeal cites only files that were stored
-    def has_bytes(self, sha256: str) -> bool:
+    # --- evidence (issue 10 items 0 and 5)
+    def exists(self, digest: str) -> bool:
         try:
-            self._s3.head_object(Bucket=self._bucket, Key=f"evidence/sha256/{sha256}")
+            self._s3.head_object(Bucket=self._bucket, Key=f"evidence/sha256/{digest}")
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
         return True
+
+    def get_bytes(self, digest: str) -> bytes | None:
+        try:
+            resp = self._s3.get_object(Bucket=self._bucket, Key=f"evidence/sha256/{digest}")
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return bytes(resp["Body"].read())
+
+    def put_package(self, manifest_sha256: str, data: bytes) -> str:
+        key = f"packages/sha256/{manifest_sha256}.zip"
+        self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType="application/zip")
+        return key
+
+    def package_url(self, key: str, expires_seconds: int) -> str:
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_seconds
+            )
+        )
+
+    # --- end evidence

@@ -10,7 +10,7 @@ from chalice.app import Blueprint
 
 from chalicelib.api.auth import Principal
 from chalicelib.api.common import ENF, LAB, PM, correlation_id
-from chalicelib.api.declare import Call, Ok, Reply, endpoint
+from chalicelib.api.declare import Call, Ok, Refusal, Reply, endpoint
 from chalicelib.api.schemas import (
     CustodyAppended,
     CustodyReport,
@@ -60,10 +60,21 @@ def _actor(who: Principal) -> Actor:
     ok=(Ok(201, "the verdict was recorded", Verdict), Ok(200, "the same verdict was already recorded", Verdict)),
     errors=(404, 409),
     description="404 when the sample does not exist or is not assigned to the caller's lab (one answer for both); "
-    "409 conflict when a different verdict is already recorded, invalid_state when the sample is not at the lab. "
+    "409 conflict when a different verdict is already recorded (any recorded field differs; details name each), "
+    "invalid_state when the sample is not at the lab. "
     "Re-tests: a lab the sample was taken from (its verdict was inconclusive, or it missed its deadline and the "
     "sample was re-assigned) may repeat the verdict it gave (200); any other verdict from it is a 409 conflict that "
     "changes nothing.",
+    refusals=(  # evidence (issue 10 item 0)
+        Refusal(
+            400,
+            "invalid_input",
+            "^(method|analyst|accreditation|confidence|report_sha256)$",
+            "a conclusive verdict (not inconclusive) names method, analyst, accreditation, confidence and "
+            "report_sha256",
+        ),
+        Refusal(400, "invalid_input", "^report_sha256$", "report_sha256 is an evidence file uploaded before"),
+    ),
 )
 def verdict(call: Call) -> Reply:
     who = call.who

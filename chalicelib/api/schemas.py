@@ -200,6 +200,30 @@ class EvidenceStored(Out):
     media_type: str
 
 
+# --- evidence (issue 10 item 5)
+class EvidencePackageOut(Out):
+    """Where an exported evidence package is: a pre-signed GET URL, valid ``expires_in`` seconds."""
+
+    kind: str = Field(pattern="^(sample|seller|lead)$")
+    subject_id: str
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    key_id: str = Field(description="the KMS key (ARN) that signed the manifest")
+    object_key: str = Field(description="the package's key in the evidence bucket (packages/sha256/<manifest>.zip)")
+    url: str
+    expires_in: int = Field(ge=1)
+    files: int = Field(ge=0, description="files listed in the manifest")
+    bytes: int = Field(ge=1)
+
+
+class SigningKeyOut(Out):
+    key_id: str
+    algorithm: str
+    public_key_pem: str = Field(pattern="^-----BEGIN PUBLIC KEY-----")
+
+
+# --- end evidence
+
+
 class SpendRow(Out):
     group: str
     funded: int

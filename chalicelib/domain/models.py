@@ -424,10 +424,36 @@ class VerdictKind(StrEnum):
         return self in (VerdictKind.COUNTERFEIT, VerdictKind.NOT_AS_DESCRIBED)
 
 
+# --- evidence (issue 10 item 0): the fields a court asks of a lab verdict (docs/decisions.md "Court-grade verdicts")
+COURT_FIELDS = ("method", "analyst", "accreditation", "confidence", "report_sha256")
+PrintableText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class VerdictIn(Strict):
+    """A lab's verdict. A conclusive verdict (anything but inconclusive) must name the method, the analyst, the
+    lab's accreditation, a confidence in [0, 1] and the SHA-256 of the lab report, which must already be uploaded
+    (``POST /samples/{order_id}/evidence``); an inconclusive one may leave them out."""
+
     verdict: VerdictKind = Field(strict=False)
     notes: str = Field(default="", max_length=4000)
     evidence: list[Sha256Hex] = Field(default_factory=list, max_length=50)
+    method: PrintableText | None = Field(
+        default=None, description='examination method, e.g. "XRF" or "visual+microscopy"'
+    )
+    analyst: PrintableText | None = Field(default=None, description="the analyst's name or staff id")
+    accreditation: PrintableText | None = Field(
+        default=None, description="the lab's accreditation reference, e.g. an ISO/IEC 17025 certificate number"
+    )
+    confidence: float | None = Field(
+        default=None, ge=0.0, le=1.0, strict=False, allow_inf_nan=False, description="the lab's confidence, 0..1"
+    )
+    report_sha256: Sha256Hex | None = Field(default=None, description="SHA-256 of the uploaded lab report")
+
+    def missing_court_fields(self) -> list[str]:
+        """The court fields a conclusive verdict lacks (checked by the service, which names each in its 400)."""
+        if not self.verdict.conclusive:
+            return []
+        return [f for f in COURT_FIELDS if getattr(self, f) is None]
 
 
 class Verdict(Lenient):
@@ -439,6 +465,20 @@ class Verdict(Lenient):
     recorded_at: datetime
     recorded_by: str
     attempt: int = Field(default=1, description="the lab attempt it answers (1: the first lab)")  # retest
+    method: str | None = None
+    analyst: str | None = None
+    accreditation: str | None = None
+    confidence: float | None = None
+    report_sha256: str | None = None
+
+    def same_as(self, req: VerdictIn) -> list[str]:
+        """The request fields that differ from this stored verdict (empty: the same verdict, a retry)."""
+        mine = {"verdict": self.verdict, "notes": self.notes, "evidence": list(self.evidence)}
+        mine |= {f: getattr(self, f) for f in COURT_FIELDS}
+        return [f for f, v in mine.items() if getattr(req, f) != v]
+
+
+# --- end evidence
 
 
 Score = Annotated[StrictInt, Field(ge=1, le=5)]

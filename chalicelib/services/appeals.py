@@ -110,7 +110,7 @@ def file_appeal(d: Deps, req: AppealIn, filed_by: str, subject: str, correlation
         return existing, False
     order = d.orders.get_order(req.order_id)
     program = d.programs.get_program(order.program_id)
-    missing = [h for h in req.evidence if not d.evidence.has_bytes(h)]
+    missing = [h for h in req.evidence if not d.evidence.exists(h)]
     if missing:
         raise InvalidInput(
             f"{len(missing)} evidence file(s) were never stored; upload them with POST /appeals/evidence first",

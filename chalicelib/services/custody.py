@@ -102,6 +102,9 @@ class CustodyReport(BaseModel):
     reason: str | None
     detail: str | None
     entries: list[CustodyEntryOut]
+    # evidence (issue 10 item 0): the recorded verdict with its court fields (method, analyst, accreditation,
+    # confidence, report_sha256), None before the lab decided
+    verdict: dict[str, Any] | None = None
 
 
 def report(d: Deps, order_id: str, checkpoints: Sequence[Anchor] = ()) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from chalicelib.ports import (
     IdGenerator,
     LeadRepository,
     Ledger,
+    ManifestSigner,
     Marketplace,
     Metrics,
     OrderRepository,
@@ -59,3 +60,5 @@ class Deps:
     # builder here); None: leads are raised without a package (``package_sha256`` stays None)
     lead_packager: Callable[[Deps, Any], str] | None = None
     appeals: AppealRepository | None = None  # appeals (issue 10 item 2); None: appeals are not wired
+    # evidence (issue 10 item 5): signs evidence-package manifests; None: exporting a package fails closed
+    manifest_signer: ManifestSigner | None = None

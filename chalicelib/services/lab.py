@@ -10,7 +10,16 @@ from typing import Any
 from chalicelib.domain.custody import Actor, Anchor
 from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.events import ServiceQualityRecorded, VerdictRecorded, deterministic_event_id, envelope
-from chalicelib.domain.models import CustodyIn, EvidenceIn, Order, OrderStatus, ServiceQualityIn, Verdict, VerdictIn
+from chalicelib.domain.models import (
+    CustodyIn,
+    EvidenceIn,
+    Order,
+    OrderStatus,
+    ServiceQualityIn,
+    Verdict,
+    VerdictIn,
+    VerdictKind,
+)
 from chalicelib.services import custody
 from chalicelib.services.deps import Deps
 
@@ -64,7 +73,22 @@ def post_verdict(
     elsewhere, or re-assigned after it missed its deadline) may repeat the verdict it gave (idempotent), but a new or
     late one is refused (``Conflict``) and changes nothing."""
     order, attempt = _attempt_for_lab(d, order_id, lab_id)
+    # --- evidence (issue 10 item 0): a conclusive verdict names method, analyst, accreditation, confidence and the
+    # uploaded lab report; checked before anything is written (a refused verdict changes nothing)
+    missing = req.missing_court_fields()
+    if missing:
+        raise InvalidInput(
+            f"a {req.verdict.value} verdict must name {', '.join(missing)}",
+            details=[{"field": f, "message": "required for a conclusive verdict"} for f in missing],
+        )
     stored = d.orders.get_verdict(order_id, attempt)
+    if stored is None and req.report_sha256 is not None and not d.evidence.exists(req.report_sha256):
+        raise InvalidInput(
+            f"no evidence file {req.report_sha256} was uploaded; upload the lab report first "
+            f"(POST /samples/{order_id}/evidence) and cite the sha256 it returns",
+            details=[{"field": "report_sha256", "message": "not an uploaded evidence file"}],
+        )
+    # --- end evidence
     created = False
     if stored is None:
         if attempt != order.lab_attempt:
@@ -87,6 +111,11 @@ def post_verdict(
             recorded_at=d.clock.now(),
             recorded_by=actor.subject,
             attempt=attempt,
+            method=req.method,
+            analyst=req.analyst,
+            accreditation=req.accreditation,
+            confidence=req.confidence,
+            report_sha256=req.report_sha256,
         )
         try:
             stored, created = d.orders.put_verdict(verdict)
@@ -96,10 +125,14 @@ def post_verdict(
                 "and changes nothing",
                 details=[{"field": "order_id", "attempt": attempt}],
             ) from None
-    if stored.verdict != req.verdict:
+    # "The same verdict" (a retry, a lost reply) is the same request in every recorded field; any difference, even
+    # in the notes or the report's hash, would silently change what a court reads, so it is a conflict.
+    differ = stored.same_as(req)
+    if differ:
         raise Conflict(
-            f"sample {order_id} already has verdict {stored.verdict.value}",
-            details=[{"field": "verdict", "recorded": stored.verdict.value}],
+            f"sample {order_id} already has a different verdict ({stored.verdict.value}); it differs in "
+            f"{', '.join(differ)}",
+            details=[{"field": f, "recorded": _recorded(getattr(stored, f))} for f in differ],
         )
     _verdict_follow_ups(d, order, stored, actor, correlation_id)
     return stored, created
@@ -116,6 +149,10 @@ def _attempt_for_lab(d: Deps, order_id: str, lab_id: str | None) -> tuple[Order,
         return order, len(tried) - tried[::-1].index(lab_id)  # its (last) attempt, 1-based
     # Same answer whether the sample belongs to another lab or is not at a lab: no information leaks.
     raise WrongLab(f"sample {order_id} is not assigned to lab {lab_id}")
+
+
+def _recorded(value: Any) -> Any:
+    return value.value if isinstance(value, VerdictKind) else value
 
 
 def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, correlation_id: str) -> None:
@@ -240,4 +277,7 @@ def upload_evidence(d: Deps, order_id: str, lab_id: str | None, req: EvidenceIn)
 def custody_report(d: Deps, order_id: str, lab_id: str | None, checkpoints: Sequence[Anchor] = ()) -> dict[str, Any]:
     """The chain, verified against the order's anchor and any checkpoints the caller holds (issue 8 item 5)."""
     _order_for_lab(d, order_id, lab_id)
-    return custody.report(d, order_id, checkpoints)
+    out = custody.report(d, order_id, checkpoints)
+    verdict = d.orders.get_verdict(order_id)  # evidence (issue 10 item 0): shown beside the chain
+    out["verdict"] = verdict.model_dump(mode="json") if verdict is not None else None
+    return out

@@ -492,21 +492,51 @@ def lab_verdict(
     verdict: str = typer.Option(..., help="authentic, counterfeit, not_as_described or inconclusive"),
     notes: str = typer.Option("", help="free text (at most 4,000 characters)"),
     evidence: list[str] = typer.Option([], help="sha256 of an uploaded evidence file (repeat)"),
+    method: str | None = typer.Option(None, help='examination method, e.g. "XRF" (required unless inconclusive)'),
+    analyst: str | None = typer.Option(None, help="the analyst's name or id (required unless inconclusive)"),
+    accreditation: str | None = typer.Option(
+        None, help="e.g. the ISO/IEC 17025 certificate number (required unless inconclusive)"
+    ),
+    confidence: float | None = typer.Option(None, min=0.0, max=1.0, help="0..1 (required unless inconclusive)"),
+    report: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, readable=True, help="the lab report file: uploaded, then cited by hash"
+    ),
+    report_sha256: str | None = typer.Option(None, help="sha256 of a lab report already uploaded (or --report)"),
     lab_id: str | None = LAB_OPT,
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
     api_url: str | None = API_OPT,
     token: str | None = TOKEN_OPT,
 ) -> None:
-    """Record the verdict of a sample (once; the same verdict again changes nothing)."""
+    """Record the verdict of a sample (once; the same verdict again changes nothing). A conclusive verdict names the
+    method, analyst, accreditation, confidence and the lab report (--report FILE uploads it)."""
+    if report is not None and report_sha256 is not None:
+        fail(USAGE, "give --report FILE or --report-sha256 HEX, not both", as_json=as_json)
     api = _lab(api_url, token, profile, as_json, lab_id)
-    body = api.call(
-        "POST", f"/samples/{q(order_id)}/verdict", {"verdict": verdict, "notes": notes, "evidence": evidence}
-    )
+    if report is not None:
+        report_sha256 = _upload(api, order_id, report, None, as_json)["sha256"]
+    court = {
+        "method": method,
+        "analyst": analyst,
+        "accreditation": accreditation,
+        "confidence": confidence,
+        "report_sha256": report_sha256,
+    }
+    payload: dict[str, Any] = {"verdict": verdict, "notes": notes, "evidence": evidence}
+    payload |= {k: v for k, v in court.items() if v is not None}
+    body = api.call("POST", f"/samples/{q(order_id)}/verdict", payload)
     if as_json:
         emit_json(body)
     else:
         out.print(f"verdict {body['verdict']} recorded for {order_id} at {body['recorded_at']}", soft_wrap=True)
+        if body.get("report_sha256"):
+            out.print(
+                f"method {body.get('method')}, analyst {body.get('analyst')}, accreditation "
+                f"{body.get('accreditation')}, confidence {body.get('confidence')}",
+                soft_wrap=True,
+                markup=False,
+            )
+            print(f"report sha256 {body['report_sha256']}")
 
 
 @lab.command("custody")
@@ -552,6 +582,15 @@ def lab_custody(
             str(e.get("condition", "")),
         )
     out.print(table)
+    v = report.get("verdict")
+    if v:  # evidence (issue 10 item 0): the verdict and what a court asks of it
+        out.print(
+            f"verdict {v['verdict']} by {v.get('analyst') or '-'} ({v.get('method') or '-'}; accreditation "
+            f"{v.get('accreditation') or '-'}; confidence {v.get('confidence')}); report sha256 "
+            f"{v.get('report_sha256') or '-'}",
+            soft_wrap=True,
+            markup=False,
+        )
     if report["valid"]:
         out.print(f"the chain verifies ({report['length']} entries, anchored)", soft_wrap=True)
     else:
@@ -562,6 +601,28 @@ def lab_custody(
 
 
 _MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".pdf": "application/pdf"}
+
+
+def _upload(api: Any, order_id: str, file: Path, media_type: str | None, as_json: bool) -> dict[str, Any]:
+    from chalicelib.domain.models import MAX_EVIDENCE_BYTES
+
+    data = file.read_bytes()
+    if not data or len(data) > MAX_EVIDENCE_BYTES:
+        fail(
+            USAGE,
+            f"{file}: an evidence file has 1 to {MAX_EVIDENCE_BYTES:,} bytes, this one {len(data):,}",
+            as_json=as_json,
+        )
+    kind = media_type or _MEDIA.get(file.suffix.lower(), "application/octet-stream")
+    body: dict[str, Any] = api.call(
+        "POST",
+        f"/samples/{q(order_id)}/evidence",
+        {"content_base64": base64.b64encode(data).decode(), "media_type": kind},
+        expect=(201,),
+    )
+    if body.get("sha256") != hashlib.sha256(data).hexdigest():
+        fail(NEGATIVE, f"the API stored {body.get('sha256')}, not this file's sha256", as_json=as_json)
+    return body
 
 
 @lab.command("evidence")
@@ -576,25 +637,8 @@ def lab_evidence(
     token: str | None = TOKEN_OPT,
 ) -> None:
     """Upload an evidence file (stored under its SHA-256; cite it in custody entries and verdicts)."""
-    from chalicelib.domain.models import MAX_EVIDENCE_BYTES
-
-    data = file.read_bytes()
-    if not data or len(data) > MAX_EVIDENCE_BYTES:
-        fail(
-            USAGE,
-            f"{file}: an evidence file has 1 to {MAX_EVIDENCE_BYTES:,} bytes, this one {len(data):,}",
-            as_json=as_json,
-        )
-    kind = media_type or _MEDIA.get(file.suffix.lower(), "application/octet-stream")
     api = _lab(api_url, token, profile, as_json, lab_id)
-    body = api.call(
-        "POST",
-        f"/samples/{q(order_id)}/evidence",
-        {"content_base64": base64.b64encode(data).decode(), "media_type": kind},
-        expect=(201,),
-    )
-    if body.get("sha256") != hashlib.sha256(data).hexdigest():
-        fail(NEGATIVE, f"the API stored {body.get('sha256')}, not this file's sha256", as_json=as_json)
+    body = _upload(api, order_id, file, media_type, as_json)
     if as_json:
         emit_json(body)
     else:

@@ -9,6 +9,7 @@ posts is refused: counted in ``late_refused``); ``never_answers`` makes it miss 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -80,7 +81,7 @@ class LabSim:
         if attempt > 1:
             self.retests += 1
             rate = self.inconclusive_rate if self.retest_inconclusive_rate is None else self.retest_inconclusive_rate
-        photo = hashlib.sha256(f"photo|{order_id}".encode()).hexdigest()
+        photo = self.upload(order_id, f"simulated photo of sample {order_id}\n".encode(), "image/png")
         self.call(
             "POST",
             f"/samples/{order_id}/custody",
@@ -106,17 +107,23 @@ class LabSim:
             verdict = "inconclusive"
         else:
             verdict = "counterfeit" if fake else "authentic"
-        status, body = self.call(
-            "POST",
-            f"/samples/{order_id}/verdict",
-            {"verdict": verdict, "notes": "simulated examination", "evidence": [photo]},
-        )
+        status, body = self.call("POST", f"/samples/{order_id}/verdict", self.verdict_body(order_id, verdict, photo))
         if status in (200, 201):
             self.verdicts += 1
         elif status == 409 and "re-assigned" in json.dumps(body):
             self.late_refused.append(order_id)  # too slow: the sample went to another lab
         else:
             self.errors.append(f"{order_id}: {status} {body}")
+
+    def upload(self, order_id: str, content: bytes, media_type: str) -> str:
+        """Upload an evidence file; its SHA-256 (computed here: the same whether or not the upload answered)."""
+        return upload_evidence(self._post, order_id, content, media_type, self.errors)
+
+    def verdict_body(self, order_id: str, verdict: str, photo: str) -> dict[str, Any]:
+        return court_verdict(self._post, self.lab_id, order_id, verdict, [photo], "simulated examination", self.errors)
+
+    def _post(self, path: str, body: Any) -> tuple[int, Any]:
+        return self.call("POST", path, body)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -139,3 +146,47 @@ class LabSim:
             except (OSError, KeyError) as exc:
                 self.errors.append(repr(exc))
             self._stop.wait(self.poll_seconds)
+
+
+# --- evidence (issue 10 item 0): every client that posts verdicts (this simulator, the fault suite, the state-machine
+# tests) builds a court-grade one here: the lab report is uploaded as evidence first and cited by its SHA-256.
+Post = Callable[[str, Any], tuple[int, Any]]
+
+
+def upload_evidence(post: Post, order_id: str, content: bytes, media_type: str, errors: list[str] | None = None) -> str:
+    """Upload an evidence file with ``post(path, body)``; return its SHA-256 (computed locally, so a lost reply
+    changes nothing: the upload is idempotent by content)."""
+    body = {"content_base64": base64.b64encode(content).decode(), "media_type": media_type}
+    for _ in range(3):
+        status, answer = post(f"/samples/{order_id}/evidence", body)
+        if status < 500:
+            break
+    if status != 201 and errors is not None:
+        errors.append(f"{order_id}: evidence upload {status} {answer}")
+    return hashlib.sha256(content).hexdigest()
+
+
+def court_verdict(
+    post: Post,
+    lab_id: str,
+    order_id: str,
+    verdict: str,
+    evidence: list[str],
+    notes: str,
+    errors: list[str] | None = None,
+) -> dict[str, Any]:
+    """The verdict body with method, analyst, accreditation, confidence and the uploaded report's SHA-256."""
+    method = "visual+microscopy"
+    report = json.dumps(
+        {"lab": lab_id, "order_id": order_id, "verdict": verdict, "method": method, "notes": notes}, sort_keys=True
+    ).encode()
+    return {
+        "verdict": verdict,
+        "notes": notes,
+        "evidence": evidence,
+        "method": method,
+        "analyst": f"analyst-1@{lab_id}",
+        "accreditation": f"ISO/IEC 17025 cert SIM-{lab_id}",
+        "confidence": 0.5 if verdict == "inconclusive" else 0.95,
+        "report_sha256": upload_evidence(post, order_id, report, "application/json", errors),
+    }

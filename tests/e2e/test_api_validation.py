@@ -53,6 +53,16 @@ LAB_A, LAB_B = f"lab-a-{RUN}", f"lab-b-{RUN}"
 BAD_NAME = f"contract-bad-{RUN}"  # every refused POST /programs carries this name: none may ever be stored
 NOW = datetime.now(UTC)
 HEX = "ab" * 32
+# evidence (issue 10 item 0): the lab report a valid verdict cites, uploaded by the ``adapters`` fixture
+REPORT = b"contract test lab report"
+REPORT_HEX = hashlib.sha256(REPORT).hexdigest()
+COURT = {
+    "method": "XRF",
+    "analyst": "analyst-7",
+    "accreditation": "ISO/IEC 17025 cert 1234-01",
+    "confidence": 0.9,
+    "report_sha256": REPORT_HEX,
+}
 MB = 1_000_000
 
 # ====================================================================================================== the world
@@ -146,7 +156,9 @@ def adapters(local_stack: Any) -> Any:
     """The real adapters wired against the local stack, built once for the module (what the handlers use)."""
     from chalicelib.bootstrap import deps
 
-    return deps()
+    d = deps()
+    d.evidence.put_bytes(REPORT)  # evidence (issue 10 item 0): the report the valid verdict body cites
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +313,7 @@ PARAMS = {"program_id": "{program}", "round_id": "rnd-unknown-0", "order_id": "{
 PARAMS["persona_id"] = "{persona}"
 PARAMS["lead_id"] = "lead-unknown-0"  # rings and leads (issue 10)
 PARAMS["appeal_id"] = "apl-unknown-0"  # appeals (issue 10 item 2)
+PARAMS["seller_id"] = "s-unknown-0"  # evidence (issue 10 item 5): the seller package route
 
 
 def concrete(template: str) -> str:
@@ -316,7 +329,7 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
     "/programs/{program_id}/sellers": lambda: {"sellers": [seller(90)]},
     "/programs/{program_id}/rounds": lambda: {"seed": 1},
     "/programs/{program_id}/marketplace-refunds": lambda: {"period": "2026-10", "orders": 1000, "suspect_refunds": 2},
-    "/samples/{order_id}/verdict": lambda: {"verdict": "authentic", "notes": "", "evidence": [HEX]},
+    "/samples/{order_id}/verdict": lambda: {"verdict": "authentic", "notes": "", "evidence": [HEX], **COURT},
     "/samples/{order_id}/service-quality": lambda: {
         "delivery_days": 3,
         "packaging": 4,
@@ -343,6 +356,9 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
     "/appeals": lambda: {"order_id": "does-not-exist-0", "statement": "the item is genuine", "evidence": []},
     "/appeals/evidence": lambda: {"content_base64": "aW52b2ljZQ==", "media_type": "application/pdf"},
     "/labs/{lab_id}/appeals/{appeal_id}/verdict": lambda: {"verdict": "authentic", "notes": "", "evidence": [HEX]},
+    # evidence (issue 10 item 5): the package routes take no body
+    "/samples/{order_id}/evidence-package": dict,
+    "/programs/{program_id}/sellers/{seller_id}/evidence-package": dict,
     "/webhooks/delivery": lambda: {
         "order_id": "{order_a}",
         "marketplace_order_id": "mk-{order_a}",
@@ -847,12 +863,13 @@ def test_verdict_is_recorded_once_same_again_is_idempotent_a_different_one_confl
 ) -> None:
     oid = make_order_at_lab(adapters, world.program, LAB_A)
     lab = world.client("lab", LAB_A)
-    status, first, _ = lab.request("POST", f"/samples/{oid}/verdict", {"verdict": "counterfeit", "evidence": [HEX]})
+    body = {"verdict": "counterfeit", "evidence": [HEX], **COURT}
+    status, first, _ = lab.request("POST", f"/samples/{oid}/verdict", body)
     assert status == 201, first
-    status, again, _ = lab.request("POST", f"/samples/{oid}/verdict", {"verdict": "counterfeit", "evidence": [HEX]})
+    status, again, _ = lab.request("POST", f"/samples/{oid}/verdict", body)
     assert status == 200 and again == first
     before = snapshot_order(adapters, oid)
-    status, payload, _ = lab.request("POST", f"/samples/{oid}/verdict", {"verdict": "authentic"})
+    status, payload, _ = lab.request("POST", f"/samples/{oid}/verdict", {**body, "verdict": "authentic"})
     assert status == 409, payload
     assert not list(error_validator().iter_errors(payload))
     assert payload["error"]["code"] == "conflict"

@@ -17,7 +17,7 @@ from chalicelib.adapters.dynamo_codec import av, from_item
 from chalicelib.domain.custody import GENESIS, Actor, Anchor, CustodyEntry, next_entry
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.events import Envelope
-from chalicelib.domain.models import OrderStatus, VerdictIn
+from chalicelib.domain.models import OrderStatus
 from chalicelib.services import custody, lab
 from tests import builders
 
@@ -155,14 +155,15 @@ def test_the_verdict_event_carries_the_anchor_which_exposes_a_trim_with_the_orde
     oid = make_order(deps, 2)
     events = Recorder()
     d = dataclasses.replace(deps, events=events)
-    lab.post_verdict(d, oid, LAB, LAB_ACTOR, VerdictIn(verdict="authentic"), f"corr-{RUN}")
+    req = builders.court_verdict(deps.evidence, "authentic")
+    lab.post_verdict(d, oid, LAB, LAB_ACTOR, req, f"corr-{RUN}")
     (event,) = [e for e in events.published if e.detail_type == "VerdictRecorded"]
     data = event.detail["data"]
     entries, anchor = deps.custody.snapshot(oid)
     assert anchor == Anchor(3, entries[-1].mac) and (data["custody_length"], data["custody_head"]) == (3, anchor.head)
     assert entries[-1].actor == LAB_ACTOR and entries[-1].to_party == f"lab:{LAB}:archive"
     # a second arrival of the same verdict appends nothing
-    lab.post_verdict(d, oid, LAB, LAB_ACTOR, VerdictIn(verdict="authentic"), f"corr-{RUN}")
+    lab.post_verdict(d, oid, LAB, LAB_ACTOR, req, f"corr-{RUN}")
     assert len(deps.custody.chain(oid)) == 3
 
     # a table writer drops the archive entry and rolls the order's anchor back to the (genuine) earlier state

@@ -14,7 +14,7 @@ import pytest
 
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.errors import Conflict
-from chalicelib.domain.models import OrderStatus, Verdict, VerdictIn, VerdictKind
+from chalicelib.domain.models import OrderStatus, Verdict, VerdictKind
 from chalicelib.services import custody, lab
 from chalicelib.services.deps import Deps
 from tests import builders
@@ -62,13 +62,13 @@ def at_lab(d: Deps) -> tuple[str, str]:
 def race(d: Deps, oid: str, lab_id: str, kinds: list[VerdictKind]) -> list[Any]:
     barrier = threading.Barrier(len(kinds))
     results: list[Any] = [None] * len(kinds)
+    report = builders.court_verdict(d.evidence, VerdictKind.AUTHENTIC).report_sha256  # one report: same = same
+    reqs = [builders.court_verdict(d.evidence, k, report_sha256=report) for k in kinds]
 
     def post(i: int) -> None:
         barrier.wait()
         try:
-            results[i] = lab.post_verdict(
-                d, oid, lab_id, Actor(f"tech-{i}", "lab", lab_id), VerdictIn(verdict=kinds[i]), f"corr-{i}"
-            )
+            results[i] = lab.post_verdict(d, oid, lab_id, Actor(f"tech-{i}", "lab", lab_id), reqs[i], f"corr-{i}")
         except Exception as exc:  # noqa: BLE001 - collected and asserted on below
             results[i] = exc
 

@@ -30,6 +30,7 @@ from chalicelib.domain.ledger import Balance, Op, replay
 from chalicelib.domain.models import Order, OrderStatus
 from chalicelib.services.rounds import order_id_for, reservation_amount
 from testbuy.client import ApiClient
+from testbuy.sim.lab import court_verdict
 from testbuy.sim.marketplace import MarketplaceSim
 from testbuy.sim.world import SimSeller, World
 
@@ -252,12 +253,10 @@ class Harness:
                         "evidence": [photo],
                     },
                 )
-                self.lab.call(
-                    "POST",
-                    f"/samples/{oid}/verdict",
-                    {"verdict": verdict, "notes": "scripted", "evidence": [photo]},
-                    expect=(201,),
+                body = court_verdict(  # evidence (issue 10 item 0)
+                    lambda p, b: self.lab.request("POST", p, b)[:2], LAB, oid, verdict, [photo], "scripted"
                 )
+                self.lab.call("POST", f"/samples/{oid}/verdict", body, expect=(201,))
             for pid, rid in rounds:
                 if rid in views:
                     continue

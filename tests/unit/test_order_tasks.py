@@ -20,7 +20,6 @@ from chalicelib.domain.models import (
     Round,
     RoundStatus,
     Timeouts,
-    VerdictIn,
     VerdictKind,
 )
 from chalicelib.services import lab, orders, programs
@@ -366,7 +365,7 @@ def test_a_verdict_retry_redoes_every_follow_up(broken: str) -> None:
     at_lab(w)
     target = {"append": w.custody, "succeed": w.workflow, "publish": w.events}[broken]
     target.fail_next(broken)
-    req = VerdictIn(verdict=VerdictKind.COUNTERFEIT, notes="", evidence=[])
+    req = builders.court_verdict(w.evidence, VerdictKind.COUNTERFEIT)
     with pytest.raises(Boom):
         lab.post_verdict(w.deps, OID, "lab-1", TECH, req, "c")
     verdict, _ = lab.post_verdict(w.deps, OID, "lab-1", TECH, req, "c")
@@ -387,7 +386,7 @@ def test_a_verdict_retry_redoes_every_follow_up(broken: str) -> None:
 def test_happy_path_settles_with_events_and_custody() -> None:
     w = world()
     inp = at_lab(w)
-    lab.post_verdict(w.deps, OID, "lab-1", TECH, VerdictIn(verdict=VerdictKind.AUTHENTIC), "c")
+    lab.post_verdict(w.deps, OID, "lab-1", TECH, builders.court_verdict(w.evidence, VerdictKind.AUTHENTIC), "c")
     orders.capture_spend(w.deps, inp)
     orders.request_refund(w.deps, inp)
     orders.enforce(w.deps, inp)
@@ -404,7 +403,7 @@ def test_happy_path_settles_with_events_and_custody() -> None:
 def test_counterfeit_is_refunded_once_even_when_retried() -> None:
     w = world()
     inp = at_lab(w)
-    lab.post_verdict(w.deps, OID, "lab-1", TECH, VerdictIn(verdict=VerdictKind.COUNTERFEIT), "c")
+    lab.post_verdict(w.deps, OID, "lab-1", TECH, builders.court_verdict(w.evidence, VerdictKind.COUNTERFEIT), "c")
     orders.capture_spend(w.deps, inp)
     orders.request_refund(w.deps, inp)
     orders.request_refund(w.deps, inp)
