@@ -42,9 +42,9 @@ def force_order_fields(
 
 
 # --- evidence (issue 10 item 0)
-def court_verdict(store: Any, verdict: Any, **fields: Any) -> Any:
-    """A conclusive-grade ``VerdictIn``: its lab report is stored in ``store`` (an EvidenceStore) first and cited
-    by hash; ``fields`` override any field."""
+def court_verdict(store: Any, verdict: Any, *, model: Any = None, **fields: Any) -> Any:
+    """A conclusive-grade ``VerdictIn`` (or ``model``, e.g. an appeal's ``RetestVerdictIn``): its lab report is stored
+    in ``store`` (an EvidenceStore) first and cited by hash; ``fields`` override any field."""
     from chalicelib.domain.models import VerdictIn
 
     kind = getattr(verdict, "value", verdict)
@@ -58,4 +58,4 @@ def court_verdict(store: Any, verdict: Any, **fields: Any) -> Any:
         "report_sha256": report,
         **fields,
     }
-    return VerdictIn(**values)
+    return (model or VerdictIn)(**values)

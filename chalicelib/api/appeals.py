@@ -7,9 +7,6 @@ The task token of the waiting execution is stored server-side and never part of 
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from chalice.app import Blueprint
 from pydantic import Field
 
@@ -20,9 +17,8 @@ from chalicelib.api.schemas import EvidenceStored, Out
 from chalicelib.bootstrap import deps
 from chalicelib.domain.appeals import Appeal, AppealIn, AppealStatus, RetestVerdict, RetestVerdictIn
 from chalicelib.domain.custody import Actor
-from chalicelib.domain.errors import InvalidInput
 from chalicelib.domain.models import EvidenceIn
-from chalicelib.services import appeals
+from chalicelib.services import appeals, lab
 
 bp = Blueprint(__name__)
 MKT = Role.MARKETPLACE
@@ -82,14 +78,27 @@ def file_appeal(call: Call) -> Reply:
     refusals=(Refusal(400, "invalid_input", "^content_base64$", "content_base64 is valid, non-empty base64"),),
 )
 def appeal_evidence(call: Call) -> Reply:
-    try:
-        data = base64.b64decode(call.body.content_base64, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput("content_base64 is not valid base64", details=[{"field": "content_base64"}]) from None
-    if not data:
-        raise InvalidInput("the evidence file is empty", details=[{"field": "content_base64"}])
-    digest = deps().evidence.put_bytes(data)
-    return Reply(201, {"sha256": digest, "bytes": len(data), "media_type": call.body.media_type})
+    return Reply(201, lab.store_evidence_file(deps(), call.body))
+
+
+@endpoint(
+    bp,
+    "POST",
+    "/labs/{lab_id}/appeals/{appeal_id}/evidence",
+    summary="Store an evidence file of an appeal's re-test (its lab report, photos) under its SHA-256",
+    tag="lab",
+    roles=(LAB,),
+    lab_scope="lab_id",
+    request=EvidenceIn,
+    ok=(Ok(201, "stored; the body gives its sha256 (cite it as report_sha256 or in evidence)", EvidenceStored),),
+    errors=(404,),
+    refusals=(Refusal(400, "invalid_input", "^content_base64$", "content_base64 is valid, non-empty base64"),),
+    description="403 when a lab names another lab; 404 when the appeal does not exist or is not assigned to this lab.",
+)
+def appeal_lab_evidence(call: Call) -> Reply:
+    d = deps()
+    appeals.check_retest_lab(d, call.params["appeal_id"], call.params["lab_id"])
+    return Reply(201, lab.store_evidence_file(d, call.body))
 
 
 @endpoint(

@@ -33,7 +33,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from chalicelib.domain.errors import InvalidState
-from chalicelib.domain.models import Identifier, Lenient, Sha256Hex, Strict, VerdictKind
+from chalicelib.domain.models import Identifier, Lenient, Sha256Hex, Strict, VerdictIn, VerdictKind
 
 
 class AppealStatus(StrEnum):
@@ -170,12 +170,9 @@ class AppealIn(Strict):
     )
 
 
-class RetestVerdictIn(Strict):
-    """The re-test lab's verdict on an appeal's sample."""
-
-    verdict: VerdictKind = Field(strict=False)
-    notes: str = Field(default="", max_length=4000)
-    evidence: list[Sha256Hex] = Field(default_factory=list, max_length=50)
+class RetestVerdictIn(VerdictIn):
+    """The re-test lab's verdict on an appeal's sample: the same court-grade record as any lab verdict (a conclusive
+    one names method, analyst, accreditation, confidence and the uploaded lab report)."""
 
 
 class RetestVerdict(Lenient):
@@ -186,6 +183,11 @@ class RetestVerdict(Lenient):
     evidence: list[str] = Field(default_factory=list)
     recorded_at: datetime
     recorded_by: str
+    method: str | None = None
+    analyst: str | None = None
+    accreditation: str | None = None
+    confidence: float | None = None
+    report_sha256: str | None = None
 
 
 class Appeal(Lenient):

@@ -471,12 +471,6 @@ class Verdict(Lenient):
     confidence: float | None = None
     report_sha256: str | None = None
 
-    def same_as(self, req: VerdictIn) -> list[str]:
-        """The request fields that differ from this stored verdict (empty: the same verdict, a retry)."""
-        mine = {"verdict": self.verdict, "notes": self.notes, "evidence": list(self.evidence)}
-        mine |= {f: getattr(self, f) for f in COURT_FIELDS}
-        return [f for f, v in mine.items() if getattr(req, f) != v]
-
 
 # --- end evidence
 

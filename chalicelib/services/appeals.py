@@ -43,7 +43,7 @@ from chalicelib.domain.events import (
     envelope,
 )
 from chalicelib.domain.models import Order, OrderStatus, RoundStatus, VerdictKind
-from chalicelib.services import custody
+from chalicelib.services import custody, lab
 from chalicelib.services.deps import Deps
 
 A = AppealStatus
@@ -306,6 +306,20 @@ def wait_seconds(d: Deps, appeal: Appeal) -> int:
     return max(1, math.ceil((appeal.deadline - d.clock.now()).total_seconds()))
 
 
+def check_retest_lab(d: Deps, appeal_id: str, lab_id: str | None) -> Appeal:
+    """The appeal, if its re-test is assigned to ``lab_id`` (None: any); else the same 404 as an unknown appeal."""
+    if d.appeals is None:
+        raise AppealsNotWired
+    try:
+        appeal = d.appeals.get(appeal_id)
+    except NotFound:
+        appeal = None
+    if appeal is None or (lab_id is not None and appeal.retest_lab != lab_id):
+        # one answer for "no such appeal" and "not this lab's appeal"
+        raise WrongAppealLab(f"no appeal {appeal_id} for this lab", details=[{"field": "appeal_id"}])
+    return appeal
+
+
 def await_retest(d: Deps, appeal_id: str, token: str) -> dict[str, Any]:
     """Park the execution until the re-test lab's verdict (resume at once if it already came)."""
     if d.appeals is None:
@@ -322,16 +336,12 @@ def post_retest_verdict(
     """The re-test lab's verdict (once; the same verdict again returns it, a different one is a 409). A lab sees
     only the appeals assigned to it: another lab's appeal is the same 404 as an unknown one. The follow-ups (the
     lab's custody entry, the stored arrival, the resume of the waiting execution) are redone by every call."""
-    if d.appeals is None:
-        raise AppealsNotWired
-    try:
-        appeal = d.appeals.get(appeal_id)
-    except NotFound:
-        appeal = None
-    if appeal is None or (lab_id is not None and appeal.retest_lab != lab_id):
-        # one answer for "no such appeal" and "not this lab's appeal"
-        raise WrongAppealLab(f"no appeal {appeal_id} for this lab", details=[{"field": "appeal_id"}])
+    appeal = check_retest_lab(d, appeal_id, lab_id)
+    assert d.appeals is not None  # nosec B101 # checked by check_retest_lab
     stored = d.appeals.get_retest_verdict(appeal_id)
+    lab.check_court_fields(
+        d, req, first=stored is None, upload_route=f"POST /labs/{appeal.retest_lab}/appeals/{appeal_id}/evidence"
+    )
     created = False
     if stored is None or appeal.status is A.EXPIRED:  # an expired appeal takes no verdict, not even a replay
         if appeal.status is not A.RETEST_ASSIGNED:
@@ -349,12 +359,19 @@ def post_retest_verdict(
                 evidence=list(req.evidence),
                 recorded_at=d.clock.now(),
                 recorded_by=actor.subject,
+                method=req.method,
+                analyst=req.analyst,
+                accreditation=req.accreditation,
+                confidence=req.confidence,
+                report_sha256=req.report_sha256,
             )
         )
-    if stored.verdict != req.verdict:
+    differ = lab.differing_fields(stored, req)
+    if differ:
         raise Conflict(
-            f"appeal {appeal_id} already has re-test verdict {stored.verdict.value}",
-            details=[{"field": "verdict", "recorded": stored.verdict.value}],
+            f"appeal {appeal_id} already has a different re-test verdict ({stored.verdict.value}); it differs in "
+            f"{', '.join(differ)}",
+            details=[{"field": f, "recorded": lab.recorded_value(getattr(stored, f))} for f in differ],
         )
     archive = f"lab:{appeal.retest_lab}:archive"
     condition = f"re-examined for appeal {appeal_id}: {stored.verdict.value}"

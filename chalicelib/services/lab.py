@@ -11,6 +11,7 @@ from chalicelib.domain.custody import Actor, Anchor
 from chalicelib.domain.errors import Conflict, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.events import ServiceQualityRecorded, VerdictRecorded, deterministic_event_id, envelope
 from chalicelib.domain.models import (
+    COURT_FIELDS,
     CustodyIn,
     EvidenceIn,
     Order,
@@ -75,19 +76,8 @@ def post_verdict(
     order, attempt = _attempt_for_lab(d, order_id, lab_id)
     # --- evidence (issue 10 item 0): a conclusive verdict names method, analyst, accreditation, confidence and the
     # uploaded lab report; checked before anything is written (a refused verdict changes nothing)
-    missing = req.missing_court_fields()
-    if missing:
-        raise InvalidInput(
-            f"a {req.verdict.value} verdict must name {', '.join(missing)}",
-            details=[{"field": f, "message": "required for a conclusive verdict"} for f in missing],
-        )
     stored = d.orders.get_verdict(order_id, attempt)
-    if stored is None and req.report_sha256 is not None and not d.evidence.exists(req.report_sha256):
-        raise InvalidInput(
-            f"no evidence file {req.report_sha256} was uploaded; upload the lab report first "
-            f"(POST /samples/{order_id}/evidence) and cite the sha256 it returns",
-            details=[{"field": "report_sha256", "message": "not an uploaded evidence file"}],
-        )
+    check_court_fields(d, req, first=stored is None, upload_route=f"POST /samples/{order_id}/evidence")
     # --- end evidence
     created = False
     if stored is None:
@@ -127,15 +117,44 @@ def post_verdict(
             ) from None
     # "The same verdict" (a retry, a lost reply) is the same request in every recorded field; any difference, even
     # in the notes or the report's hash, would silently change what a court reads, so it is a conflict.
-    differ = stored.same_as(req)
+    differ = differing_fields(stored, req)
     if differ:
         raise Conflict(
             f"sample {order_id} already has a different verdict ({stored.verdict.value}); it differs in "
             f"{', '.join(differ)}",
-            details=[{"field": f, "recorded": _recorded(getattr(stored, f))} for f in differ],
+            details=[{"field": f, "recorded": recorded_value(getattr(stored, f))} for f in differ],
         )
     _verdict_follow_ups(d, order, stored, actor, correlation_id)
     return stored, created
+
+
+def check_court_fields(d: Deps, req: VerdictIn, *, first: bool, upload_route: str) -> None:
+    """A conclusive verdict names method, analyst, accreditation, confidence and the lab report, which must be an
+    uploaded evidence file when the verdict is first recorded (a replay is compared field by field instead)."""
+    missing = req.missing_court_fields()
+    if missing:
+        raise InvalidInput(
+            f"a {req.verdict.value} verdict must name {', '.join(missing)}",
+            details=[{"field": f, "message": "required for a conclusive verdict"} for f in missing],
+        )
+    if first and req.report_sha256 is not None and not d.evidence.exists(req.report_sha256):
+        raise InvalidInput(
+            f"no evidence file {req.report_sha256} was uploaded; upload the lab report first ({upload_route}) "
+            "and cite the sha256 it returns",
+            details=[{"field": "report_sha256", "message": "not an uploaded evidence file"}],
+        )
+
+
+def differing_fields(stored: Any, req: VerdictIn) -> list[str]:
+    """The recorded fields (of a lab verdict or an appeal's re-test verdict) a replayed request changes; empty: the
+    same verdict, a retry. Any difference, even in the notes or the report's hash, would silently change what a court
+    reads, so the caller answers it with a conflict."""
+    fields = ("verdict", "notes", "evidence", *COURT_FIELDS)
+    return [f for f in fields if getattr(req, f) != getattr(stored, f)]
+
+
+def recorded_value(value: Any) -> Any:
+    return value.value if isinstance(value, VerdictKind) else value
 
 
 def _attempt_for_lab(d: Deps, order_id: str, lab_id: str | None) -> tuple[Order, int]:
@@ -149,10 +168,6 @@ def _attempt_for_lab(d: Deps, order_id: str, lab_id: str | None) -> tuple[Order,
         return order, len(tried) - tried[::-1].index(lab_id)  # its (last) attempt, 1-based
     # Same answer whether the sample belongs to another lab or is not at a lab: no information leaks.
     raise WrongLab(f"sample {order_id} is not assigned to lab {lab_id}")
-
-
-def _recorded(value: Any) -> Any:
-    return value.value if isinstance(value, VerdictKind) else value
 
 
 def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, correlation_id: str) -> None:
@@ -264,6 +279,11 @@ def add_custody(d: Deps, order_id: str, lab_id: str | None, actor: Actor, req: C
 def upload_evidence(d: Deps, order_id: str, lab_id: str | None, req: EvidenceIn) -> dict[str, Any]:
     """Store an evidence file by content hash; its SHA-256 is what custody entries and verdicts cite."""
     _order_for_lab(d, order_id, lab_id)
+    return store_evidence_file(d, req)
+
+
+def store_evidence_file(d: Deps, req: EvidenceIn) -> dict[str, Any]:
+    """Decode and store one evidence file under its SHA-256 (the caller has checked who may)."""
     try:
         data = base64.b64decode(req.content_base64, validate=True)
     except (binascii.Error, ValueError):

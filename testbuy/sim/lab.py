@@ -153,12 +153,20 @@ class LabSim:
 Post = Callable[[str, Any], tuple[int, Any]]
 
 
-def upload_evidence(post: Post, order_id: str, content: bytes, media_type: str, errors: list[str] | None = None) -> str:
-    """Upload an evidence file with ``post(path, body)``; return its SHA-256 (computed locally, so a lost reply
-    changes nothing: the upload is idempotent by content)."""
+def upload_evidence(
+    post: Post,
+    order_id: str,
+    content: bytes,
+    media_type: str,
+    errors: list[str] | None = None,
+    path: str | None = None,
+) -> str:
+    """Upload an evidence file with ``post(path, body)`` (default: the sample's evidence route; an appeal's re-test
+    lab passes its appeal's); return its SHA-256 (computed locally, so a lost reply changes nothing: the upload is
+    idempotent by content)."""
     body = {"content_base64": base64.b64encode(content).decode(), "media_type": media_type}
     for _ in range(3):
-        status, answer = post(f"/samples/{order_id}/evidence", body)
+        status, answer = post(path or f"/samples/{order_id}/evidence", body)
         if status < 500:
             break
     if status != 201 and errors is not None:
@@ -174,8 +182,10 @@ def court_verdict(
     evidence: list[str],
     notes: str,
     errors: list[str] | None = None,
+    upload_path: str | None = None,
 ) -> dict[str, Any]:
-    """The verdict body with method, analyst, accreditation, confidence and the uploaded report's SHA-256."""
+    """The verdict body with method, analyst, accreditation, confidence and the uploaded report's SHA-256
+    (``upload_path``: where the report goes, default the sample's evidence route)."""
     method = "visual+microscopy"
     report = json.dumps(
         {"lab": lab_id, "order_id": order_id, "verdict": verdict, "method": method, "notes": notes}, sort_keys=True
@@ -188,5 +198,5 @@ def court_verdict(
         "analyst": f"analyst-1@{lab_id}",
         "accreditation": f"ISO/IEC 17025 cert SIM-{lab_id}",
         "confidence": 0.5 if verdict == "inconclusive" else 0.95,
-        "report_sha256": upload_evidence(post, order_id, report, "application/json", errors),
+        "report_sha256": upload_evidence(post, order_id, report, "application/json", errors, upload_path),
     }

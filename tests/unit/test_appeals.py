@@ -41,6 +41,11 @@ TECH2 = Actor(subject="tech2", role="lab", lab_id=LAB2)
 # ------------------------------------------------------------------------------------------------ pure tables
 
 
+def court_retest(w: Any, verdict: Any) -> RetestVerdictIn:
+    """A court-grade re-test verdict (its lab report stored first)."""
+    return builders.court_verdict(w.deps.evidence, verdict, model=RetestVerdictIn)  # type: ignore[no-any-return]
+
+
 def test_status_table_walk() -> None:
     """Every (status, event) pair: exactly the listed transitions exist; the rest are InvalidState."""
     allowed = {
@@ -291,21 +296,48 @@ def test_assign_hands_the_sample_over_once_and_queues_it_at_the_second_lab_only(
     assert req.detail["data"]["reason"] == "appeal" and req.detail["data"]["to_lab"] == LAB2
 
 
+def test_a_conclusive_retest_verdict_is_court_grade_and_its_report_was_uploaded() -> None:
+    w = world()
+    _, aid = run_to_retest(w)
+    with pytest.raises(InvalidInput) as missing:
+        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    assert {d["field"] for d in missing.value.details} == {
+        "method",
+        "analyst",
+        "accreditation",
+        "confidence",
+        "report_sha256",
+    }
+    with pytest.raises(InvalidInput) as unknown:
+        appeals.post_retest_verdict(
+            w.deps, aid, LAB2, TECH2, court_retest(w, V.AUTHENTIC).model_copy(update={"report_sha256": "ab" * 32})
+        )
+    assert [d["field"] for d in unknown.value.details] == ["report_sha256"]
+    assert w.appeals is not None and w.appeals.retests == {}  # refused: nothing recorded
+    # an inconclusive re-test needs none of them
+    v, created = appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.INCONCLUSIVE))
+    assert created and v.method is None
+
+
 def test_lab_scoping_and_the_retest_verdict_twice() -> None:
     w = world()
     oid, aid = run_to_retest(w)
     with pytest.raises(WrongAppealLab) as wrong:
-        appeals.post_retest_verdict(w.deps, aid, LAB1, TECH1, RetestVerdictIn(verdict=V.AUTHENTIC))
+        appeals.post_retest_verdict(w.deps, aid, LAB1, TECH1, court_retest(w, V.AUTHENTIC))
     with pytest.raises(WrongAppealLab) as unknown:
-        appeals.post_retest_verdict(w.deps, "apl-nope", LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+        appeals.post_retest_verdict(w.deps, "apl-nope", LAB2, TECH2, court_retest(w, V.AUTHENTIC))
     assert wrong.value.message.replace(aid, "X") == unknown.value.message.replace("apl-nope", "X")
     assert w.appeals is not None and w.appeals.retests == {}
-    v, created = appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
-    assert created and v.lab_id == LAB2
-    v2, created2 = appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    req = court_retest(w, V.AUTHENTIC)
+    v, created = appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, req)
+    assert created and v.lab_id == LAB2 and v.report_sha256 == req.report_sha256 and v.method == req.method
+    v2, created2 = appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, req)
     assert not created2 and v2 == v
     with pytest.raises(Conflict):
-        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.COUNTERFEIT))
+        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, court_retest(w, V.COUNTERFEIT))
+    with pytest.raises(Conflict) as changed:  # the same kind with another report is not the same verdict
+        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, court_retest(w, V.AUTHENTIC))
+    assert [d["field"] for d in changed.value.details] == ["report_sha256"]
     assert w.workflow.resumed == {"tok-1": {"verdict": "authentic"}}
     archive = [e for e in w.custody.chain(oid) if e.to_party == f"lab:{LAB2}:archive"]
     assert len(archive) == 1 and archive[0].actor.subject == "tech2"
@@ -322,7 +354,7 @@ def test_overturn_corrects_verdict_strike_round_and_rescinds_every_action_never_
     before = w.rounds.get_round(PID, RID).summary
     assert before is not None and before["counterfeit_hits"] == 1
     metrics_before = rounds.program_metrics(w.deps, w.programs.get_program(PID))
-    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, court_retest(w, V.AUTHENTIC))
     assert appeals.decide(w.deps, task(aid)) == {"outcome": "overturned"}
     # Rescind fails half-way (the bus), then is retried, then retried again after success
     w.events.fail_next("publish", Boom("bus down"))
@@ -363,7 +395,7 @@ def test_learned_risk_no_longer_counts_the_overturned_counterfeit() -> None:
     seller = builders_seller()
     w.programs.put_sellers(PID, [seller])
     before = float(rounds.learned_risk(w.deps, PID, "rnd-next", [seller])[0])
-    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, court_retest(w, V.AUTHENTIC))
     appeals.decide(w.deps, task(aid))
     appeals.rescind(w.deps, task(aid))
     after = float(rounds.learned_risk(w.deps, PID, "rnd-next", [seller])[0])
@@ -380,7 +412,7 @@ def builders_seller() -> Any:
 def test_upheld_changes_nothing_and_rescinds_nothing(retest: V) -> None:
     w = world()
     oid, aid = run_to_retest(w)
-    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=retest))
+    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, court_retest(w, retest))
     assert appeals.decide(w.deps, task(aid)) == {"outcome": "upheld"}
     assert appeals.decide(w.deps, task(aid)) == {"outcome": "upheld"}  # retried
     with pytest.raises(InvalidState):
@@ -403,7 +435,7 @@ def test_expired_the_original_verdict_stands_and_a_late_verdict_is_refused() -> 
     assert decided.detail["data"]["outcome"] == "expired" and decided.detail["data"]["retest_verdict"] is None
     assert appeals.lab_queue(w.deps, LAB2) == []
     with pytest.raises(InvalidState) as err:
-        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, court_retest(w, V.AUTHENTIC))
     assert "expired" in err.value.message
     assert w.orders.get_order(oid).verdict is V.COUNTERFEIT
     # a decided appeal is never filed again: the same filing returns it, no new execution
@@ -419,7 +451,7 @@ def test_list_and_metrics_by_status() -> None:
     a1, _ = file(w, o1)
     a2, _ = file(w, o2)
     appeals.assign_retest_lab(w.deps, task(a1.appeal_id))
-    appeals.post_retest_verdict(w.deps, a1.appeal_id, a1.retest_lab, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    appeals.post_retest_verdict(w.deps, a1.appeal_id, a1.retest_lab, TECH2, court_retest(w, V.AUTHENTIC))
     appeals.decide(w.deps, task(a1.appeal_id))
     assert [a.appeal_id for a in appeals.list_appeals(w.deps, PID, "overturned")] == [a1.appeal_id]
     assert [a.appeal_id for a in appeals.list_appeals(w.deps, PID, "filed")] == [a2.appeal_id]
@@ -437,10 +469,11 @@ def test_a_verdict_that_lost_the_race_with_the_deadline_is_refused_even_as_a_rep
     and the lab is told so (409) rather than a 200 that suggests it was."""
     w = world()
     oid, aid = run_to_retest(w)
-    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+    req = court_retest(w, V.AUTHENTIC)
+    appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, req)
     appeals.expire(w.deps, task(aid))  # the timeout won: Decide never ran
     with pytest.raises(InvalidState):
-        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, RetestVerdictIn(verdict=V.AUTHENTIC))
+        appeals.post_retest_verdict(w.deps, aid, LAB2, TECH2, req)
     appeals.publish_decision(w.deps, task(aid))
     (decided,) = w.events.unique("AppealDecided").values()
     assert decided.detail["data"]["outcome"] == "expired"
