@@ -22,6 +22,9 @@ class EnforcementSubscriber:
     all_events: Counter[str] = field(default_factory=Counter)
     seen_ids: set[str] = field(default_factory=set)
     rejected: int = 0
+    # every distinct event handled (the bus's JSON, first delivery of each event id), for checks against the schemas
+    events: list[dict[str, Any]] = field(default_factory=list)
+    redeliveries: int = 0  # deliveries of an event id already handled (at-least-once), dropped
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -45,8 +48,10 @@ class EnforcementSubscriber:
         if not meta["event_id"] or not str(event["source"]).startswith("testbuy."):
             raise ValueError("not a testbuy event")
         if meta["event_id"] in self.seen_ids:
+            self.redeliveries += 1
             return  # at-least-once delivery: dedupe on the event id
         self.seen_ids.add(meta["event_id"])
+        self.events.append(event)
         self.detail_types[event["detail-type"]] += 1
         if event["detail-type"] == "EnforcementActionRecommended":
             self.actions[detail["data"]["action"]] += 1
