@@ -245,3 +245,34 @@ def test_a_rival_update_of_the_same_move_is_a_repeat_and_another_move_a_conflict
     with pytest.raises(InvalidState) as exc:
         leads.update_status(w.deps, pid, lead.lead_id, LeadUpdateIn(status="arrests"), "e", "c")
     assert exc.value.details[0]["allowed"] == []
+
+
+def test_a_ring_ban_whatever_order_the_members_enforcements_run_in() -> None:
+    """Two ring members' counterfeits, the later one's execution enforced first (executions race): the strike of the
+    earlier verdict is recorded with the verdict itself, so the later member's enforcement sees it and bans the ring.
+    (Recorded only by enforce(), the later member saw nothing and the earlier one did not count a later strike.)"""
+    from chalicelib.domain.custody import Actor
+    from chalicelib.services import lab
+
+    w, pid = start()
+    tech = Actor(subject="tech", role="lab", lab_id="lab-1")
+    inputs = {}
+    for n, seller in enumerate(("a", "c")):
+        oid = f"ord-{seller}-race"
+        at = T0 + timedelta(hours=n)
+        w.orders.put_orders(
+            [
+                builders.order(
+                    at=at, order_id=oid, program_id=pid, seller_id=seller, status=OrderStatus.AT_LAB, lab_id="lab-1",
+                    price=1000, currency="EUR",
+                )
+            ]
+        )  # fmt: skip
+        w.clock.t = at
+        lab.post_verdict(w.deps, oid, "lab-1", tech, builders.court_verdict(w.evidence, VerdictKind.COUNTERFEIT), "c")
+        inputs[seller] = OrderTaskInput(order_id=oid, program_id=pid, round_id="rnd-test", correlation_id="corr")
+    for seller in ("c", "a"):  # the later verdict's enforcement runs first
+        orders.enforce(w.deps, inputs[seller])
+    later = {(r["action"], r["rule"]) for r in w.orders.get_order("ord-c-race").recommendations if r.get("ring_id")}
+    earlier = [r for r in w.orders.get_order("ord-a-race").recommendations if r.get("ring_id")]
+    assert ("ban_ring", "ring-repeat-offender") in later and earlier == []  # strikes before its verdict only
