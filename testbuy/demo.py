@@ -9,6 +9,13 @@ outcome, so two runs can be compared exactly.
 Honest in any terminal: with a terminal, rich progress bars; without one, a plain progress line every few seconds.
 The last line of the output is the summary path alone; with ``as_json`` stdout carries only the summary JSON and
 everything else goes to stderr.
+
+From verdict to consequence (issue 10): the world plants a ring of storefronts sharing fingerprints and a large
+counterfeiter; some lab results are inconclusive and re-tested at another lab; a third lab never answers, so its
+samples miss their deadline and are re-assigned. After the rounds the marketplace sends its sales feed (leads), the
+demo acts as enforcement (moves the leads along, deterministically by lead id), files two appeals and acts as their
+re-test lab (one overturned, one upheld), exports one evidence package and verifies it with the public key; its path
+is printed on its own line before the summary path.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from rich.table import Table
 
 from chalicelib.api.auth import Role, issue_token
 from testbuy.client import ApiClient
-from testbuy.localstack import LocalStack
+from testbuy.localstack import LocalStack, StackInfo
 from testbuy.sim.enforcement import EnforcementSubscriber
 from testbuy.sim.runner import SimOptions, Simulators
-from testbuy.sim.world import generate
+from testbuy.sim.world import World, generate
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,14 @@ class DemoConfig:
     rounds: int = 2
     round_size: int = 70
     seed: int = 42
-    labs: tuple[str, ...] = ("lab-east", "lab-west")
+    labs: tuple[str, ...] = ("lab-east", "lab-west", "lab-north")
     # Lost parcels (drawn per seller) end on the delivery timeout; a delivered parcel arrives within seconds
-    # (seconds_per_day x delivery days), so 90 s never races a delivery. The simulated labs never lose a verdict:
-    # the verdict and round timeouts only bound a broken run and are set far beyond any lab's turnaround, so a slow
-    # lab changes the wall time, never which orders get a verdict.
+    # (seconds_per_day x delivery days), so 90 s never races a delivery. The labs that answer do so within seconds
+    # of a sample reaching their queue, far inside the verdict timeout, so a slow run changes the wall time, never
+    # which orders get a verdict; the labs in ``overdue_labs`` never answer, so every sample they get misses its
+    # deadline (whatever the timing) and is re-assigned: the verdict timeout is what those samples wait.
     delivery_timeout_s: int = 90
-    verdict_timeout_s: int = 900
+    verdict_timeout_s: int = 60
     round_timeout_s: int = 1800
     max_jitter_s: int = 3
     out: Path = Path(".testbuy/demo-summary.json")
@@ -55,6 +63,16 @@ class DemoConfig:
     lab_think_seconds: float = 0.0
     lab_shuffle_queue: bool = False
     progress_every_s: float = 5.0  # without a terminal: a plain progress line this often
+    # --- from verdict to consequence (issue 10): the world's planted ring and large counterfeiter, re-tests of
+    # inconclusive results (keyed on seed, lab, attempt and order id), a lab that misses every deadline, appeals
+    known_ring: int = 4
+    large_counterfeiter: bool = True
+    overdue_labs: tuple[str, ...] = ("lab-north",)
+    lab_inconclusive_rate: float = 0.1
+    lab_retest_inconclusive_rate: float = 0.3
+    max_lab_attempts: int = 3
+    appeal_decision_s: int = 300
+    consequence_timeout_s: float = 90.0  # waits for appeal decisions and their events (a broken run only)
 
 
 class _Progress:
@@ -114,7 +132,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
     text_out: IO[str] = sys.stderr if as_json else sys.stdout
     con = console or Console(stderr=as_json)
     started = time.monotonic()
-    world = generate(cfg.sellers, cfg.seed)
+    world = generate(cfg.sellers, cfg.seed, known_ring=cfg.known_ring, large_counterfeiter=cfg.large_counterfeiter)
     sims = Simulators(
         SimOptions(
             seed=cfg.seed,
@@ -123,6 +141,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
             seconds_per_day=cfg.seconds_per_day,
             lab_think_seconds=cfg.lab_think_seconds,
             lab_shuffle_queue=cfg.lab_shuffle_queue,
+            lab_inconclusive_rate=cfg.lab_inconclusive_rate,
+            lab_retest_inconclusive_rate=cfg.lab_retest_inconclusive_rate,
+            slow_labs=tuple((lab, float("inf")) for lab in cfg.overdue_labs),
         ),
         world=world,
     )
@@ -148,13 +169,17 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
         fin = ApiClient(info.api_url, issue_token(info.token_secret, Role.FINANCE, "finance@governance"))
         try:
             summary = _programme(cfg, progress, pm, fin, world)
-            summary["sample"] = _sample(stack, info.env["TESTBUY_DATA_TABLE"], summary.pop("round_ids"))
+            summary["sample"] = _sample(stack, info.env["TESTBUY_DATA_TABLE"], summary["round_ids"])
+            summary.update(_consequences(cfg, progress, info, pm, world, summary, subscriber))
+            del summary["round_ids"]
         finally:
             sims.stop_labs()
             time.sleep(1.0)
             subscriber.drain()
             subscriber.stop()
             sims.stop()
+        summary["appeals"]["rescinds_received"] = subscriber.detail_types["EnforcementActionRescinded"]
+        summary["rings"]["ring_bans"] = subscriber.actions["ban_ring"]
         summary["events_received"] = subscriber.received
         summary["events_by_type"] = dict(sorted(subscriber.all_events.items()))
         summary["enforcement_actions"] = dict(sorted(subscriber.actions.items()))
@@ -170,6 +195,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
     summary["wall_seconds"] = round(time.monotonic() - started, 2)
     summary["orders_per_second"] = round(summary["orders"]["placed"] / summary["wall_seconds"], 3)
     ok = summary["ledger"]["reconciled"] and summary["orders"]["stuck"] == 0
+    if summary["evidence_package"]["order_id"] is not None:  # a counterfeit sample was exported: it must verify
+        ok = ok and summary["evidence_package"]["verified"] == "yes"
     cfg.out.write_text(json.dumps(summary, indent=2, sort_keys=True))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -178,6 +205,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None, *, as_json: bool =
         _render(con, summary)
     if not ok:
         print("FAILED: the ledger does not reconcile or orders are stuck (see the summary).", file=text_out, flush=True)
+    package = summary.get("evidence_package") or {}
+    if package.get("path"):
+        # plain, unwrapped, on its own line: `testbuy evidence verify PATH --public-key PEM` checks it
+        print("evidence package written to:", file=text_out, flush=True)
+        print(package["path"], file=text_out, flush=True)
     # plain, unwrapped, last: a script reads the path with `tail -n 1`
     print("summary written to:", file=text_out, flush=True)
     print(str(cfg.out.resolve()), file=sys.stderr if as_json else sys.stdout, flush=True)
@@ -232,7 +264,9 @@ def _programme(cfg: DemoConfig, progress: _Progress, pm: ApiClient, fin: ApiClie
                 "verdict_seconds": cfg.verdict_timeout_s,
                 "round_seconds": cfg.round_timeout_s,
                 "max_jitter_seconds": cfg.max_jitter_s,
+                "appeal_decision_seconds": cfg.appeal_decision_s,
             },
+            "retest": {"mode": "same_sample", "max_lab_attempts": cfg.max_lab_attempts},
         },
     )
     pid = program["program_id"]
@@ -317,6 +351,164 @@ def _programme(cfg: DemoConfig, progress: _Progress, pm: ApiClient, fin: ApiClie
             "true_prevalence": world.true_prevalence,
         },
         "risk_model": _risk_model(metrics["risk_model"]),
+        "retest": {
+            k: metrics["retest"][k]
+            for k in (
+                "retests_requested",
+                "overdue_escalations",
+                "retested_samples",
+                "concluded_after_retest",
+                "stayed_inconclusive",
+            )
+        },
+    }
+
+
+# --------------------------------------------------------------------------- from verdict to consequence (issue 10)
+
+# Where each lead is moved by the demo's enforcement, by its rank in lead-id order (ids are seeded): the funnel.
+LEAD_PATHS: tuple[tuple[str, ...], ...] = (
+    ("case_opened", "arrests", "conviction"),
+    ("case_opened", "arrests"),
+    ("case_opened",),
+    ("closed_without_action",),
+)
+
+
+def _consequences(
+    cfg: DemoConfig,
+    progress: _Progress,
+    info: StackInfo,
+    pm: ApiClient,
+    world: World,
+    summary: dict[str, Any],
+    subscriber: EnforcementSubscriber,
+) -> dict[str, Any]:
+    """After the rounds: the sales feed and the leads it raises, enforcement moving the leads, two appeals (the demo
+    is their re-test lab: the first overturned, the second upheld), one evidence package exported and verified.
+    Every choice is by sorted (seeded) ids, so the same seed gives the same figures."""
+
+    def client(role: Role, lab: str | None = None) -> ApiClient:
+        return ApiClient(info.api_url, issue_token(info.token_secret, role, f"{role.value}@demo", lab))
+
+    pid = summary["program_id"]
+    mkt, enf = client(Role.MARKETPLACE), client(Role.ENFORCEMENT)
+    now = datetime.now(UTC)
+    periods = sorted({f"{t.year:04d}-{t.month:02d}" for t in (now - timedelta(days=31), now)})
+    fed = mkt.call("POST", f"/programs/{pid}/sales-feed", world.sales_feed(periods, "CNY"))
+    progress.line(f"sales feed: {fed['new']} rows, leads raised {len(fed['leads_raised'])}")
+
+    rings = pm.call("GET", f"/programs/{pid}/rings")["rings"]
+    leads = sorted(pm.call("GET", f"/programs/{pid}/leads")["leads"], key=lambda x: x["lead_id"])
+    for lead, path in zip(leads, LEAD_PATHS, strict=False):
+        for status in path:
+            enf.call("POST", f"/programs/{pid}/leads/{lead['lead_id']}/status", {"status": status, "note": "demo"})
+
+    appeals = _appeals(cfg, progress, client, world, summary["sample"], subscriber)
+    package = _package(cfg, progress, client, appeals.pop("package_order"))
+    metrics = pm.call("GET", f"/programs/{pid}/metrics")
+    funnel = metrics["leads"] or {}
+    return {
+        "rings": {
+            "count": len(rings),
+            "sizes": sorted((len(r["members"]) for r in rings), reverse=True),
+            "shared_fingerprint_kinds": sorted({k for r in rings for k in r["shared_fingerprint_kinds"]}),
+            "known_ring_found": any(set(r["members"]) == set(world.known_ring) for r in rings),
+        },
+        "leads": {
+            "raised": len(leads),
+            "rules": sorted(x["rule"] for x in leads),
+            "funnel": {k: funnel.get(k) for k in ("leads", "cases", "arrests", "convictions")},
+            "by_status": funnel.get("by_status", {}),
+        },
+        "appeals": {**appeals, "metrics_overturn_rate": (metrics["appeals"] or {}).get("overturn_rate")},
+        "evidence_package": package,
+    }
+
+
+def _appeals(
+    cfg: DemoConfig,
+    progress: _Progress,
+    client: Any,
+    world: World,
+    sample: list[dict[str, Any]],
+    subscriber: EnforcementSubscriber,
+) -> dict[str, Any]:
+    """File appeals on two counterfeit verdicts (sellers outside the planted ring and the large counterfeiter when
+    there are enough: their leads stay as they are), answer the first ``authentic`` and the second ``counterfeit``
+    as the re-test lab, wait for both decisions and for the overturned order's rescinds on the enforcement queue."""
+    from testbuy.sim.lab import court_verdict
+
+    planted = set(world.known_ring) | {world.large_counterfeiter}
+    fakes = [o for o in sample if o["verdict"] == "counterfeit" and o["status"] == "settled"]
+    picked = ([o for o in fakes if o["seller_id"] not in planted] + [o for o in fakes if o["seller_id"] in planted])[:2]
+    mkt = client(Role.MARKETPLACE)
+    outcomes: list[str] = []
+    for o, answer in zip(picked, ("authentic", "counterfeit"), strict=False):
+        filing = {"order_id": o["order_id"], "statement": "the seller says the item is genuine", "evidence": []}
+        appeal = mkt.call("POST", "/appeals", filing, expect=(200, 201))
+        aid, lab = appeal["appeal_id"], appeal["retest_lab"]
+        as_lab = client(Role.LAB, lab)
+        deadline = time.monotonic() + cfg.consequence_timeout_s
+        while not any(a["appeal_id"] == aid for a in as_lab.call("GET", f"/labs/{lab}/appeals")["appeals"]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"appeal {aid} never reached {lab}'s queue")
+            time.sleep(0.3)
+
+        def post(path: str, body: Any, as_lab: ApiClient = as_lab) -> tuple[int, Any]:
+            status, payload, _ = as_lab.request("POST", path, body)
+            return status, payload
+
+        body = court_verdict(
+            post, lab, o["order_id"], answer, [], "re-test on appeal", upload_path=f"/labs/{lab}/appeals/{aid}/evidence"
+        )
+        as_lab.call("POST", f"/labs/{lab}/appeals/{aid}/verdict", body, expect=(200, 201))
+        while (status := mkt.call("GET", f"/appeals/{aid}")["status"]) not in ("overturned", "upheld", "expired"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"appeal {aid} not decided in {cfg.consequence_timeout_s} s")
+            time.sleep(0.3)
+        outcomes.append(status)
+        progress.line(f"appeal {aid} on {o['order_id']}: re-tested at {lab}, {answer} -> {status}")
+    overturned = [o for o, s in zip(picked, outcomes, strict=True) if s == "overturned"]
+    if overturned:  # its rescinds: one per recommendation of that order
+        recs = len(client(Role.PROGRAM_MANAGER).call("GET", f"/orders/{overturned[0]['order_id']}")["recommendations"])
+        deadline = time.monotonic() + cfg.consequence_timeout_s
+        while subscriber.detail_types["EnforcementActionRescinded"] < recs and time.monotonic() < deadline:
+            time.sleep(0.3)
+    upheld = [o for o, s in zip(picked, outcomes, strict=True) if s == "upheld"]
+    return {
+        "filed": len(picked),
+        "overturned": outcomes.count("overturned"),
+        "upheld": outcomes.count("upheld"),
+        "appealed_orders": [o["order_id"] for o in picked],
+        "package_order": (upheld or fakes or [{"order_id": None}])[0]["order_id"],
+    }
+
+
+def _package(cfg: DemoConfig, progress: _Progress, client: Any, order_id: str | None) -> dict[str, Any]:
+    """Export the sample's evidence package as ``testbuy evidence export`` does, write it beside the summary and
+    verify it offline with the public key the API publishes (as ``testbuy evidence verify --public-key``)."""
+    from chalicelib.domain.evidence_package import verify_bundle
+    from testbuy.commands.evidence import download
+
+    if order_id is None:
+        return {"order_id": None, "path": None, "files": 0, "verified": "no (no counterfeit sample)"}
+    enf = client(Role.ENFORCEMENT)
+    answer = enf.call("POST", f"/samples/{order_id}/evidence-package", expect=(201,))
+    data = download(answer)
+    path = (cfg.out.parent / f"evidence-sample-{order_id}.zip").resolve()
+    path.write_bytes(data)
+    key = enf.call("GET", "/evidence/public-key")["public_key_pem"]
+    (cfg.out.parent / "evidence-public-key.pem").write_text(key)
+    report = verify_bundle(data, key.encode())
+    verified = report.valid and not report.integrity_only
+    progress.line(f"evidence package of {order_id}: {answer['files']} files, verified: {'yes' if verified else 'NO'}")
+    return {
+        "order_id": order_id,
+        "path": str(path),
+        "files": answer["files"],
+        "public_key": str((cfg.out.parent / "evidence-public-key.pem").resolve()),
+        "verified": "yes" if verified else "NO: " + "; ".join(f"{p.kind} {p.path}" for p in report.problems),
     }
 
 
@@ -388,6 +580,30 @@ def _render(con: Console, s: dict[str, Any]) -> None:
             f"[{pct(b['ci_low'])}, {pct(b['ci_high'])}]  n={b['n']}",
         )
     t.add_row("enforcement actions", ", ".join(f"{k}={v}" for k, v in s["enforcement_actions"].items()) or "none")
+    if "retest" in s:  # from verdict to consequence (issue 10)
+        r = s["retest"]
+        t.add_row("re-tests requested (inconclusive)", str(r["retests_requested"]))
+        t.add_row("overdue labs: missed deadlines (re-assigned)", str(r["overdue_escalations"]))
+        t.add_row(
+            "re-tested samples concluded / stayed inconclusive",
+            f"{r['concluded_after_retest']} / {r['stayed_inconclusive']}",
+        )
+        g = s["rings"]
+        t.add_row(
+            "rings (sizes) / ring bans", f"{g['count']} ({', '.join(map(str, g['sizes'])) or '-'}) / {g['ring_bans']}"
+        )
+        ld = s["leads"]
+        f = ld["funnel"]
+        t.add_row(
+            "leads -> cases -> arrests -> convictions",
+            f"{f['leads']} -> {f['cases']} -> {f['arrests']} -> {f['convictions']}",
+        )
+        t.add_row("leads by status", ", ".join(f"{k}={v}" for k, v in ld["by_status"].items() if v) or "none")
+        a = s["appeals"]
+        t.add_row("appeals filed / overturned / upheld", f"{a['filed']} / {a['overturned']} / {a['upheld']}")
+        t.add_row("rescinds received by the subscriber", str(a["rescinds_received"]))
+        p = s["evidence_package"]
+        t.add_row("evidence package (verified)", f"{p['path'] or 'none'} (verified: {p['verified']})")
     t.add_row("events received by the subscriber", str(s["events_received"]))
     t.add_row("wall time / orders per second", f"{s['wall_seconds']} s / {s['orders_per_second']}")
     con.print(t)

@@ -51,3 +51,36 @@ def test_the_summary_says_why_a_figure_is_missing() -> None:
     con = Console(record=True, width=200)
     demo._render(con, _summary(_section([0, 0], [0.1, 0.4])))
     assert "no counterfeit among the exploration units" in con.export_text()
+
+
+def test_the_table_shows_the_consequences_when_the_summary_has_them() -> None:
+    s = _summary(_section([1, 0, 0, 1, 0], [0.6, 0.1, 0.35, 0.4, 0.05]))
+    s["retest"] = {
+        "retests_requested": 7,
+        "overdue_escalations": 11,
+        "concluded_after_retest": 15,
+        "stayed_inconclusive": 3,
+    }
+    s["rings"] = {"count": 2, "sizes": [4, 2], "ring_bans": 5}
+    s["leads"] = {
+        "funnel": {"leads": 4, "cases": 3, "arrests": 2, "convictions": 1},
+        "by_status": {"submitted": 0, "case_opened": 1, "arrests": 1, "conviction": 1, "closed_without_action": 1},
+    }
+    s["appeals"] = {"filed": 2, "overturned": 1, "upheld": 1, "rescinds_received": 6}
+    s["evidence_package"] = {"path": "/tmp/p.zip", "verified": "yes"}
+    con = Console(record=True, width=200)
+    demo._render(con, s)
+    text = con.export_text()
+    for row in (
+        "re-tests requested (inconclusive)                  │ 7 ",
+        "overdue labs: missed deadlines (re-assigned)       │ 11 ",
+        "re-tested samples concluded / stayed inconclusive  │ 15 / 3 ",
+        "rings (sizes) / ring bans                          │ 2 (4, 2) / 5 ",
+        "leads -> cases -> arrests -> convictions           │ 4 -> 3 -> 2 -> 1 ",
+        "appeals filed / overturned / upheld                │ 2 / 1 / 1 ",
+        "rescinds received by the subscriber                │ 6 ",
+        "evidence package (verified)                        │ /tmp/p.zip (verified: yes)",
+    ):
+        assert row in text, row
+    assert "case_opened=1, arrests=1, conviction=1, closed_without_action=1" in text
+    assert "submitted=0" not in text  # empty stages are left out of the status line
