@@ -25,6 +25,7 @@ from chalicelib.domain.models import Order, OrderStatus, VerdictKind
 from chalicelib.services.rounds import reservation_amount
 from testbuy.client import ApiClient
 from testbuy.sim.world import World
+from tests import builders
 from tests.state_machine.test_order_workflow import (
     ROUND_DEADLINE_S,
     Harness,
@@ -108,12 +109,13 @@ def outcome(local_stack: Any, stack_info: Any, market: ScriptedMarketplace) -> O
                 if key == (sellers["overdue"], 2):
                     # the first lab wakes up now: its late verdict is refused and changes nothing
                     late_before = h.d.orders.get_order(sample["order_id"])
-                    status, body, _ = labs[first_lab[key[0]]].request(
-                        "POST", f"/samples/{sample['order_id']}/verdict", {"verdict": "counterfeit"}
-                    )
+                    former = first_lab[key[0]]
+                    late_body = builders.court_body(labs[former], former, sample["order_id"], "counterfeit")
+                    status, body, _ = labs[former].request("POST", f"/samples/{sample['order_id']}/verdict", late_body)
                     late = (status, body)
                 if verdict is not None:
-                    client.call("POST", f"/samples/{sample['order_id']}/verdict", {"verdict": verdict}, expect=(201,))
+                    body = builders.court_body(client, lab_id, sample["order_id"], verdict)
+                    client.call("POST", f"/samples/{sample['order_id']}/verdict", body, expect=(201,))
         view = h.pm.call("GET", f"/programs/{pid}/rounds/{rid}")
         assert view["status"] != "failed", view
         if view["status"] == "completed":
