@@ -368,6 +368,7 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
     # evidence (issue 10 item 5): the package routes take no body
     "/samples/{order_id}/evidence-package": dict,
     "/programs/{program_id}/sellers/{seller_id}/evidence-package": dict,
+    "/programs/{program_id}/leads/{lead_id}/evidence-package": dict,
     "/webhooks/delivery": lambda: {
         "order_id": "{order_a}",
         "marketplace_order_id": "mk-{order_a}",

@@ -35,6 +35,13 @@ from tests.state_machine.test_order_workflow import (
     sim_seller,
 )
 
+LATE_COURT = {
+    "method": "XRF",
+    "analyst": "late-analyst",
+    "accreditation": "ISO/IEC 17025 cert 1",
+    "confidence": 0.9,
+    "report_sha256": "ab" * 32,
+}
 RUN = uuid.uuid4().hex[:8]
 LAB_A, LAB_B = f"lab-rt-a-{RUN}", f"lab-rt-b-{RUN}"
 
@@ -110,7 +117,7 @@ def outcome(local_stack: Any, stack_info: Any, market: ScriptedMarketplace) -> O
                     # the first lab wakes up now: its late verdict is refused and changes nothing
                     late_before = h.d.orders.get_order(sample["order_id"])
                     former = first_lab[key[0]]
-                    late_body = builders.court_body(labs[former], former, sample["order_id"], "counterfeit")
+                    late_body = {"verdict": "counterfeit", **LATE_COURT}  # it can no longer upload to the sample
                     status, body, _ = labs[former].request("POST", f"/samples/{sample['order_id']}/verdict", late_body)
                     late = (status, body)
                 if verdict is not None:
