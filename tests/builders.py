@@ -42,13 +42,14 @@ def force_order_fields(
 
 
 # --- evidence (issue 10 item 0)
-def court_verdict(store: Any, verdict: Any, *, model: Any = None, **fields: Any) -> Any:
+def court_verdict(store: Any, verdict: Any, *, model: Any = None, report_text: str | None = None, **fields: Any) -> Any:
     """A conclusive-grade ``VerdictIn`` (or ``model``, e.g. an appeal's ``RetestVerdictIn``): its lab report is stored
-    in ``store`` (an EvidenceStore) first and cited by hash; ``fields`` override any field."""
+    in ``store`` (an EvidenceStore) first and cited by hash (a fresh report each call, unless ``report_text`` names
+    it: the same text gives the same request, a replay); ``fields`` override any field."""
     from chalicelib.domain.models import VerdictIn
 
     kind = getattr(verdict, "value", verdict)
-    report = store.put_bytes(f"lab report: {kind} {uuid.uuid4().hex}".encode())
+    report = store.put_bytes((report_text or f"lab report: {kind} {uuid.uuid4().hex}").encode())
     values: dict[str, Any] = {
         "verdict": verdict,
         "method": "XRF",
@@ -59,3 +60,18 @@ def court_verdict(store: Any, verdict: Any, *, model: Any = None, **fields: Any)
         **fields,
     }
     return (model or VerdictIn)(**values)
+
+
+def court_body(client: Any, lab_id: str, order_id: str, verdict: str, upload_path: str | None = None) -> dict[str, Any]:
+    """A court-grade verdict body for the HTTP API, its report uploaded first with ``client`` (an ``ApiClient`` of
+    the lab) to the sample's evidence route or to ``upload_path`` (an appeal's re-test lab uploads to its appeal)."""
+    from testbuy.sim.lab import court_verdict
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        status, answer, _ = client.request("POST", path, body)
+        return status, answer
+
+    errors: list[str] = []
+    body = court_verdict(post, lab_id, order_id, verdict, [], "", errors, upload_path)
+    assert not errors, errors
+    return body

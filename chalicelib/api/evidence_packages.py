@@ -10,7 +10,7 @@ from chalicelib.api.common import ENF, PM
 from chalicelib.api.declare import Call, Ok, Reply, endpoint
 from chalicelib.api.schemas import EvidencePackageOut, SigningKeyOut
 from chalicelib.bootstrap import deps
-from chalicelib.services import evidence_packages
+from chalicelib.services import evidence_packages, leads
 
 bp = Blueprint(__name__)
 
@@ -46,6 +46,27 @@ def sample_package(call: Call) -> Reply:
 )
 def seller_package(call: Call) -> Reply:
     return Reply(201, evidence_packages.export_seller(deps(), call.params["program_id"], call.params["seller_id"]))
+
+
+@endpoint(
+    bp,
+    "POST",
+    "/programs/{program_id}/leads/{lead_id}/evidence-package",
+    summary="Export a law-enforcement lead's signed evidence package: the lead, its ring and every sample behind it",
+    tag="evidence",
+    roles=(ENF, PM),
+    ok=(Ok(201, "the package was built and stored; fetch it from url", EvidencePackageOut),),
+    errors=(404, 409),
+    description="404 when the programme or the lead is unknown; 409 invalid_state when a sample's custody chain does "
+    "not verify. The package named by LeadRaised (package_sha256) stays stored; this builds a current one, with the "
+    "lead's status history.",
+)
+def lead_package(call: Call) -> Reply:
+    d = deps()
+    lead = leads.get_lead(d, call.params["program_id"], call.params["lead_id"])
+    if lead.package_sha256 is None:  # none could be built when it was raised: record this one
+        leads.attach_package(d, lead)
+    return Reply(201, evidence_packages.export_lead_package(d, lead))
 
 
 @endpoint(

@@ -104,7 +104,7 @@ class Lead(Lenient):
     currency: str
     order_ids: list[str] = Field(default_factory=list)
     evidence_hashes: list[str] = Field(default_factory=list)
-    # the evidence package's manifest hash: set by the packager the coordinator wires (``Deps.lead_packager``)
+    # the evidence package's manifest hash (chalicelib.services.leads.attach_package); None: none could be built
     package_sha256: str | None = None
     status: LeadStatus = LeadStatus.SUBMITTED
     history: list[dict[str, Any]] = Field(default_factory=list)  # {status, at, by, note}

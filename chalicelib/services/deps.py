@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from chalicelib.domain.enforcement import PolicyConfig
 from chalicelib.domain.personas import PersonaPolicy
@@ -56,9 +54,6 @@ class Deps:
     # rings and leads (issue 10 items 3 and 4); None: no ring detection, no leads (the enforcement policy still runs)
     rings: RingRepository | None = None
     leads: LeadRepository | None = None
-    # builds a lead's evidence package and returns its manifest SHA-256 (the coordinator wires the evidence module's
-    # builder here); None: leads are raised without a package (``package_sha256`` stays None)
-    lead_packager: Callable[[Deps, Any], str] | None = None
     appeals: AppealRepository | None = None  # appeals (issue 10 item 2); None: appeals are not wired
     # evidence (issue 10 item 5): signs evidence-package manifests; None: exporting a package fails closed
     manifest_signer: ManifestSigner | None = None

@@ -23,9 +23,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from chalicelib.domain.appeals import appeal_id_for
 from chalicelib.domain.enforcement import POLICY_VERSION
 from chalicelib.domain.errors import InvalidInput, InvalidState, NotFound
 from chalicelib.domain.evidence_package import CUSTODY_PATH, Package, assemble, public_key_pem
+from chalicelib.domain.leads import Lead
 from chalicelib.domain.models import Order
 from chalicelib.ports import ManifestSigner
 from chalicelib.services import custody
@@ -91,9 +93,26 @@ def sample_records(d: Deps, order: Order) -> tuple[dict[str, bytes], set[str]]:
     verdict = d.orders.get_verdict(oid)
     if verdict is not None:
         files["verdict.json"] = _json(verdict.model_dump(mode="json"))
-        cited |= set(verdict.evidence)
-        if verdict.report_sha256:
-            cited.add(verdict.report_sha256)
+    # every lab attempt's verdict (an inconclusive one re-tested elsewhere, a lab that was re-assigned), in order
+    attempts = d.orders.list_verdicts(oid)
+    if len(attempts) > 1:
+        files["verdicts.json"] = _json([v.model_dump(mode="json") for v in attempts])
+    for v in [*attempts, *([verdict] if verdict else [])]:
+        cited |= set(v.evidence) | ({v.report_sha256} if v.report_sha256 else set())
+    # an appeal against the verdict: the filing (the seller's statement and evidence), the re-test lab's verdict
+    # and the outcome; the order's effective verdict is the appeal's when it was overturned
+    if d.appeals is not None:
+        try:
+            appeal = d.appeals.get(appeal_id_for(oid))
+        except NotFound:
+            appeal = None
+        if appeal is not None:
+            files["appeal.json"] = _json(appeal.model_dump(mode="json"))
+            cited |= set(appeal.evidence)
+            retest = d.appeals.get_retest_verdict(appeal.appeal_id)
+            if retest is not None:
+                files["appeal_retest_verdict.json"] = _json(retest.model_dump(mode="json"))
+                cited |= set(retest.evidence) | ({retest.report_sha256} if retest.report_sha256 else set())
     entries, anchor = d.custody.snapshot(oid)
     check = custody.report(d, oid)
     if not check["valid"]:
@@ -214,6 +233,30 @@ def export_seller(d: Deps, program_id: str, seller_id: str) -> dict[str, Any]:
         d, kind="seller", subject_id=subject, orders=orders, extra_records={"seller": {"seller_id": seller_id}}
     )
     return store(d, pkg, "seller", subject)
+
+
+def _lead_package(d: Deps, lead: Lead) -> Package:
+    orders = [o for o in (d.orders.get_order(oid) for oid in lead.order_ids[:MAX_SAMPLES]) if o.verdict is not None]
+    extra: dict[str, Any] = {"lead": lead.model_dump(mode="json")}
+    if lead.ring_id and d.rings is not None:
+        ring = d.rings.get_ring(lead.program_id, lead.ring_id)
+        if ring is not None:
+            extra["ring"] = ring.model_dump(mode="json")
+    return build_package(d, kind="lead", subject_id=lead.lead_id, orders=orders, extra_records=extra)
+
+
+def export_lead(d: Deps, lead: Lead) -> str:
+    """A lead's package (every sample behind it with a verdict, the lead and its ring), stored; returns the manifest's
+    SHA-256, which the lead records and ``LeadRaised`` carries (``chalicelib.services.leads.attach_package``)."""
+    pkg = _lead_package(d, lead)
+    store(d, pkg, "lead", lead.lead_id)
+    return pkg.manifest_sha256
+
+
+def export_lead_package(d: Deps, lead: Lead) -> dict[str, Any]:
+    """A current package of the lead (its status history included), stored; where to download it."""
+    pkg = _lead_package(d, lead)
+    return store(d, pkg, "lead", lead.lead_id)
 
 
 def public_key(d: Deps) -> dict[str, Any]:

@@ -77,16 +77,16 @@ def post_verdict(
     # --- evidence (issue 10 item 0): a conclusive verdict names method, analyst, accreditation, confidence and the
     # uploaded lab report; checked before anything is written (a refused verdict changes nothing)
     stored = d.orders.get_verdict(order_id, attempt)
+    if stored is None and attempt != order.lab_attempt:  # before the body's checks: nothing from it is taken
+        raise Conflict(
+            f"sample {order_id} was re-assigned from lab {lab_id} to another lab after lab {lab_id} missed its "
+            "verdict deadline; a late verdict is not accepted and changes nothing",
+            details=[{"field": "order_id", "attempt": attempt, "current_attempt": order.lab_attempt}],
+        )
     check_court_fields(d, req, first=stored is None, upload_route=f"POST /samples/{order_id}/evidence")
     # --- end evidence
     created = False
     if stored is None:
-        if attempt != order.lab_attempt:
-            raise Conflict(
-                f"sample {order_id} was re-assigned from lab {lab_id} to another lab after lab {lab_id} missed its "
-                "verdict deadline; a late verdict is not accepted and changes nothing",
-                details=[{"field": "order_id", "attempt": attempt, "current_attempt": order.lab_attempt}],
-            )
         if order.status not in (S.AT_LAB, S.VERDICT):
             raise InvalidState(
                 f"sample {order_id} is {order.status.value}; verdicts are taken while it is at the lab",

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.domain.enforcement import Action, PolicyConfig, Recommendation, RingFacts, sales_leads
-from chalicelib.domain.errors import CurrencyMismatch, InvalidInput, InvalidState
+from chalicelib.domain.errors import CurrencyMismatch, InvalidInput, InvalidState, NotFound
 from chalicelib.domain.events import LeadRaised, LeadUpdated, deterministic_event_id, envelope
 from chalicelib.domain.leads import (
     Lead,
@@ -30,6 +30,7 @@ from chalicelib.domain.leads import (
     lead_id,
 )
 from chalicelib.domain.models import Order, Program, VerdictKind
+from chalicelib.services import evidence_packages
 from chalicelib.services.deps import Deps
 
 MAX_RING_FOR_FACTS = 200  # members read for one enforcement decision (rings are capped far below by COMMON_ABOVE)
@@ -136,9 +137,8 @@ def raise_lead(
     lead, new = d.leads.create_lead(lead)
     if new and created is not None:
         created.append(lid)
-    if lead.package_sha256 is None and d.lead_packager is not None:
-        # --- evidence package hook (issue 10 item 5): the coordinator wires Deps.lead_packager
-        lead = d.leads.set_package(program.program_id, lid, d.lead_packager(d, lead))
+    if lead.package_sha256 is None and d.manifest_signer is not None:
+        lead = attach_package(d, lead)
     d.events.publish(
         [
             envelope(
@@ -345,3 +345,17 @@ def metrics_section(d: Deps, program_id: str) -> dict[str, Any] | None:
 
 def lead_view(lead: Lead) -> dict[str, Any]:
     return lead.model_dump(mode="json")
+
+
+def attach_package(d: Deps, lead: Lead) -> Lead:
+    """Build, sign and store the lead's evidence package (issue 10 item 5) and record its manifest hash, which
+    ``LeadRaised`` carries. A package that cannot be built from what is stored (a sample's custody chain does not
+    verify, a sample gone) does not hold the lead back: it is raised without one, and ``POST .../evidence-package``
+    tells why when asked; a transient failure (S3, KMS) propagates, so the task or request is retried."""
+    try:
+        digest = evidence_packages.export_lead(d, lead)
+    except (InvalidState, NotFound):
+        return lead
+    assert d.leads is not None  # nosec B101 # the caller holds a lead from this repository
+    updated: Lead = d.leads.set_package(lead.program_id, lead.lead_id, digest)
+    return updated

@@ -24,7 +24,20 @@ from testbuy.commands.common import (
     out,
     q,
 )
-from testbuy.commands.roles import LAB_OPT, _kv, _lab, _rows, lab
+from testbuy.commands.roles import (
+    ACCREDITATION_OPT,
+    ANALYST_OPT,
+    CONFIDENCE_OPT,
+    LAB_OPT,
+    METHOD_OPT,
+    REPORT_OPT,
+    REPORT_SHA_OPT,
+    _kv,
+    _lab,
+    _rows,
+    lab,
+    verdict_payload,
+)
 
 appeals = typer.Typer(
     no_args_is_help=True,
@@ -181,21 +194,26 @@ def lab_appeal_verdict(
     verdict: str = typer.Option(..., help="authentic, counterfeit, not_as_described or inconclusive"),
     notes: str = typer.Option("", help="free text (at most 4,000 characters)"),
     evidence: list[str] = typer.Option([], help="sha256 of an uploaded evidence file (repeat)"),
+    method: str | None = METHOD_OPT,
+    analyst: str | None = ANALYST_OPT,
+    accreditation: str | None = ACCREDITATION_OPT,
+    confidence: float | None = CONFIDENCE_OPT,
+    report: Path | None = REPORT_OPT,
+    report_sha256: str | None = REPORT_SHA_OPT,
     lab_id: str | None = LAB_OPT,
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
     api_url: str | None = API_OPT,
     token: str | None = TOKEN_OPT,
 ) -> None:
-    """Record your lab's re-test verdict of an appeal (once; the same verdict again changes nothing)."""
+    """Record your lab's re-test verdict of an appeal (once; the same verdict again changes nothing). A conclusive
+    verdict names the method, analyst, accreditation, confidence and the lab report (--report FILE uploads it)."""
     api = _lab(api_url, token, profile, as_json, lab_id)
     lab_id = _lab_id(api, lab_id, as_json)
-    body = api.call(
-        "POST",
-        f"/labs/{q(lab_id)}/appeals/{q(appeal_id)}/verdict",
-        {"verdict": verdict, "notes": notes, "evidence": evidence},
-        expect=(200, 201),
-    )
+    base = f"/labs/{q(lab_id)}/appeals/{q(appeal_id)}"
+    court = (method, analyst, accreditation, confidence, report, report_sha256)
+    payload = verdict_payload(api, f"{base}/evidence", verdict, notes, evidence, court, as_json)
+    body = api.call("POST", f"{base}/verdict", payload, expect=(200, 201))
     if as_json:
         emit_json(body)
         return

@@ -486,22 +486,55 @@ def lab_queue(
     _rows(f"lab {lab_id}: {len(rows)} samples waiting", cols, rows)
 
 
+# The court-grade fields of a lab verdict (issue 10 item 0), shared by `lab verdict` and `lab appeal-verdict`.
+METHOD_OPT = typer.Option(None, help='examination method, e.g. "XRF" (required unless inconclusive)')
+ANALYST_OPT = typer.Option(None, help="the analyst's name or id (required unless inconclusive)")
+ACCREDITATION_OPT = typer.Option(None, help="e.g. the ISO/IEC 17025 certificate number (required unless inconclusive)")
+CONFIDENCE_OPT = typer.Option(None, min=0.0, max=1.0, help="0..1 (required unless inconclusive)")
+REPORT_OPT = typer.Option(
+    None, exists=True, dir_okay=False, readable=True, help="the lab report file: uploaded, then cited by hash"
+)
+REPORT_SHA_OPT = typer.Option(None, help="sha256 of a lab report already uploaded (or --report)")
+
+
+def verdict_payload(
+    api: Any,
+    upload_path: str,
+    verdict: str,
+    notes: str,
+    evidence: list[str],
+    court: tuple[str | None, str | None, str | None, float | None, Path | None, str | None],
+    as_json: bool,
+) -> dict[str, Any]:
+    """A verdict body: the court fields given, the report file (if any) uploaded to ``upload_path`` first."""
+    method, analyst, accreditation, confidence, report, report_sha256 = court
+    if report is not None and report_sha256 is not None:
+        fail(USAGE, "give --report FILE or --report-sha256 HEX, not both", as_json=as_json)
+    if report is not None:
+        report_sha256 = _upload(api, upload_path, report, None, as_json)["sha256"]
+    fields = {
+        "method": method,
+        "analyst": analyst,
+        "accreditation": accreditation,
+        "confidence": confidence,
+        "report_sha256": report_sha256,
+    }
+    payload: dict[str, Any] = {"verdict": verdict, "notes": notes, "evidence": evidence}
+    return payload | {k: v for k, v in fields.items() if v is not None}
+
+
 @lab.command("verdict")
 def lab_verdict(
     order_id: str = typer.Argument(..., help="the sample's order id"),
     verdict: str = typer.Option(..., help="authentic, counterfeit, not_as_described or inconclusive"),
     notes: str = typer.Option("", help="free text (at most 4,000 characters)"),
     evidence: list[str] = typer.Option([], help="sha256 of an uploaded evidence file (repeat)"),
-    method: str | None = typer.Option(None, help='examination method, e.g. "XRF" (required unless inconclusive)'),
-    analyst: str | None = typer.Option(None, help="the analyst's name or id (required unless inconclusive)"),
-    accreditation: str | None = typer.Option(
-        None, help="e.g. the ISO/IEC 17025 certificate number (required unless inconclusive)"
-    ),
-    confidence: float | None = typer.Option(None, min=0.0, max=1.0, help="0..1 (required unless inconclusive)"),
-    report: Path | None = typer.Option(
-        None, exists=True, dir_okay=False, readable=True, help="the lab report file: uploaded, then cited by hash"
-    ),
-    report_sha256: str | None = typer.Option(None, help="sha256 of a lab report already uploaded (or --report)"),
+    method: str | None = METHOD_OPT,
+    analyst: str | None = ANALYST_OPT,
+    accreditation: str | None = ACCREDITATION_OPT,
+    confidence: float | None = CONFIDENCE_OPT,
+    report: Path | None = REPORT_OPT,
+    report_sha256: str | None = REPORT_SHA_OPT,
     lab_id: str | None = LAB_OPT,
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
@@ -510,20 +543,9 @@ def lab_verdict(
 ) -> None:
     """Record the verdict of a sample (once; the same verdict again changes nothing). A conclusive verdict names the
     method, analyst, accreditation, confidence and the lab report (--report FILE uploads it)."""
-    if report is not None and report_sha256 is not None:
-        fail(USAGE, "give --report FILE or --report-sha256 HEX, not both", as_json=as_json)
     api = _lab(api_url, token, profile, as_json, lab_id)
-    if report is not None:
-        report_sha256 = _upload(api, order_id, report, None, as_json)["sha256"]
-    court = {
-        "method": method,
-        "analyst": analyst,
-        "accreditation": accreditation,
-        "confidence": confidence,
-        "report_sha256": report_sha256,
-    }
-    payload: dict[str, Any] = {"verdict": verdict, "notes": notes, "evidence": evidence}
-    payload |= {k: v for k, v in court.items() if v is not None}
+    court = (method, analyst, accreditation, confidence, report, report_sha256)
+    payload = verdict_payload(api, f"/samples/{q(order_id)}/evidence", verdict, notes, evidence, court, as_json)
     body = api.call("POST", f"/samples/{q(order_id)}/verdict", payload)
     if as_json:
         emit_json(body)
@@ -603,7 +625,8 @@ def lab_custody(
 _MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".pdf": "application/pdf"}
 
 
-def _upload(api: Any, order_id: str, file: Path, media_type: str | None, as_json: bool) -> dict[str, Any]:
+def _upload(api: Any, path: str, file: Path, media_type: str | None, as_json: bool) -> dict[str, Any]:
+    """Upload one evidence file to ``path`` (a sample's or an appeal's evidence route); check the hash it got."""
     from chalicelib.domain.models import MAX_EVIDENCE_BYTES
 
     data = file.read_bytes()
@@ -616,7 +639,7 @@ def _upload(api: Any, order_id: str, file: Path, media_type: str | None, as_json
     kind = media_type or _MEDIA.get(file.suffix.lower(), "application/octet-stream")
     body: dict[str, Any] = api.call(
         "POST",
-        f"/samples/{q(order_id)}/evidence",
+        path,
         {"content_base64": base64.b64encode(data).decode(), "media_type": kind},
         expect=(201,),
     )
@@ -638,7 +661,7 @@ def lab_evidence(
 ) -> None:
     """Upload an evidence file (stored under its SHA-256; cite it in custody entries and verdicts)."""
     api = _lab(api_url, token, profile, as_json, lab_id)
-    body = _upload(api, order_id, file, media_type, as_json)
+    body = _upload(api, f"/samples/{q(order_id)}/evidence", file, media_type, as_json)
     if as_json:
         emit_json(body)
     else:

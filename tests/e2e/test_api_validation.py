@@ -355,10 +355,20 @@ VALID: dict[str, Callable[[], dict[str, Any]]] = {
     # appeals (issue 10 item 2)
     "/appeals": lambda: {"order_id": "does-not-exist-0", "statement": "the item is genuine", "evidence": []},
     "/appeals/evidence": lambda: {"content_base64": "aW52b2ljZQ==", "media_type": "application/pdf"},
-    "/labs/{lab_id}/appeals/{appeal_id}/verdict": lambda: {"verdict": "authentic", "notes": "", "evidence": [HEX]},
+    "/labs/{lab_id}/appeals/{appeal_id}/verdict": lambda: {
+        "verdict": "authentic",
+        "notes": "",
+        "evidence": [HEX],
+        **COURT,
+    },
+    "/labs/{lab_id}/appeals/{appeal_id}/evidence": lambda: {
+        "content_base64": "cmVwb3J0",
+        "media_type": "application/pdf",
+    },
     # evidence (issue 10 item 5): the package routes take no body
     "/samples/{order_id}/evidence-package": dict,
     "/programs/{program_id}/sellers/{seller_id}/evidence-package": dict,
+    "/programs/{program_id}/leads/{lead_id}/evidence-package": dict,
     "/webhooks/delivery": lambda: {
         "order_id": "{order_a}",
         "marketplace_order_id": "mk-{order_a}",
@@ -382,6 +392,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "/programs/{program_id}/leads/{lead_id}/status": LeadUpdateIn,
     "/appeals": AppealIn,  # appeals (issue 10 item 2)
     "/appeals/evidence": EvidenceIn,
+    "/labs/{lab_id}/appeals/{appeal_id}/evidence": EvidenceIn,
     "/labs/{lab_id}/appeals/{appeal_id}/verdict": RetestVerdictIn,
 }
 

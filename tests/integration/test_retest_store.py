@@ -16,7 +16,7 @@ import pytest
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.errors import Conflict, InvalidState
 from chalicelib.domain.lifecycle import OrderEvent
-from chalicelib.domain.models import OrderStatus, Verdict, VerdictIn, VerdictKind
+from chalicelib.domain.models import OrderStatus, Verdict, VerdictKind
 from chalicelib.services import custody, lab
 from chalicelib.services.deps import Deps
 from tests import builders
@@ -28,6 +28,11 @@ S, E = OrderStatus, OrderEvent
 @pytest.fixture()
 def d(deps: Deps) -> Deps:
     return dataclasses.replace(deps, events=FakeEvents(), workflow=FakeWorkflow())
+
+
+def court(d: Deps, verdict: VerdictKind) -> Any:
+    """A court-grade verdict whose report is stored once per kind (a repeat is the same request)."""
+    return builders.court_verdict(d.evidence, verdict, report_text=f"report: {verdict.value}")
 
 
 def at_lab(d: Deps) -> tuple[str, str, str]:
@@ -93,14 +98,14 @@ def test_a_reassignment_moves_the_queue_once_and_refuses_stale_writes(d: Deps) -
 def test_an_inconclusive_verdict_and_its_retest_keep_one_record_per_attempt(d: Deps) -> None:
     oid, first, second = at_lab(d)
     tech = Actor("tech-a", "lab", first)
-    lab.post_verdict(d, oid, first, tech, VerdictIn(verdict=VerdictKind.INCONCLUSIVE), "c")
+    lab.post_verdict(d, oid, first, tech, court(d, VerdictKind.INCONCLUSIVE), "c")
     d.orders.reassign_lab(oid, E.RETEST, 1, second, "inconclusive", datetime.now(UTC))
     # the first lab may repeat itself, not change its mind
-    again, created = lab.post_verdict(d, oid, first, tech, VerdictIn(verdict=VerdictKind.INCONCLUSIVE), "c")
+    again, created = lab.post_verdict(d, oid, first, tech, court(d, VerdictKind.INCONCLUSIVE), "c")
     assert not created and again.attempt == 1
     with pytest.raises(Conflict):
-        lab.post_verdict(d, oid, first, tech, VerdictIn(verdict=VerdictKind.AUTHENTIC), "c")
-    lab.post_verdict(d, oid, second, Actor("tech-b", "lab", second), VerdictIn(verdict=VerdictKind.AUTHENTIC), "c")
+        lab.post_verdict(d, oid, first, tech, court(d, VerdictKind.AUTHENTIC), "c")
+    lab.post_verdict(d, oid, second, Actor("tech-b", "lab", second), court(d, VerdictKind.AUTHENTIC), "c")
     assert [(v.attempt, v.lab_id, v.verdict) for v in d.orders.list_verdicts(oid)] == [
         (1, first, VerdictKind.INCONCLUSIVE),
         (2, second, VerdictKind.AUTHENTIC),
@@ -119,7 +124,7 @@ def test_a_late_verdict_racing_the_reassignment_never_lands_on_both_sides(d: Dep
         barrier.wait()
         try:
             results["post"] = lab.post_verdict(
-                d, oid, first, Actor("tech-a", "lab", first), VerdictIn(verdict=VerdictKind.AUTHENTIC), "c"
+                d, oid, first, Actor("tech-a", "lab", first), court(d, VerdictKind.AUTHENTIC), "c"
             )
         except Exception as exc:  # noqa: BLE001 - asserted below
             results["post"] = exc

@@ -34,6 +34,7 @@ from tests.state_machine.test_order_workflow import Events
 RUN = uuid.uuid4().hex[:8]
 LAB_A, LAB_B = f"lab-a-{RUN}", f"lab-b-{RUN}"
 CURRENCY = "CNY"
+REPORT = {"content_base64": base64.b64encode(b"re-test report").decode(), "media_type": "application/pdf"}
 
 
 @dataclass
@@ -114,7 +115,8 @@ class H:
         self.d.orders.mark_placed(oid, f"mkt-{oid}", 4_000, at)
         self.d.orders.mark_delivered(oid, at, at)
         assert orders.forward_to_lab(self.d, inp)["lab_id"] == LAB_A
-        self.lab_a.call("POST", f"/samples/{oid}/verdict", {"verdict": "counterfeit"}, expect=(201,))
+        body = builders.court_body(self.lab_a, LAB_A, oid, "counterfeit")
+        self.lab_a.call("POST", f"/samples/{oid}/verdict", body, expect=(201,))
         orders.capture_spend(self.d, inp)
         orders.enforce(self.d, inp)
         orders.finalize(self.d, inp)
@@ -188,9 +190,16 @@ def test_appeal_overturn_and_timeout_on_the_real_asl(h: H) -> None:
     unknown = h.lab_a.call("POST", f"/labs/{LAB_A}/appeals/apl-x/verdict", {"verdict": "authentic"}, expect=(404,))
     assert wrong["error"]["code"] == unknown["error"]["code"] == "not_found"
 
-    v = h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", {"verdict": "authentic"}, expect=(201,))
-    assert h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", {"verdict": "authentic"}, expect=(200,)) == v
-    h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", {"verdict": "counterfeit"}, expect=(409,))
+    upload = f"/labs/{LAB_B}/appeals/{aid}/evidence"
+    h.lab_a.call("POST", f"/labs/{LAB_A}/appeals/{aid}/evidence", REPORT, expect=(404,))  # not lab-a's appeal
+    bare = h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", {"verdict": "authentic"}, expect=(400,))
+    assert {d["field"] for d in bare["error"]["details"]} >= {"method", "report_sha256"}  # court-grade, or nothing
+    authentic = builders.court_body(h.lab_b, LAB_B, over.oid, "authentic", upload)
+    v = h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", authentic, expect=(201,))
+    assert v["report_sha256"] == authentic["report_sha256"] and v["method"] == authentic["method"]
+    assert h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", authentic, expect=(200,)) == v
+    counterfeit = builders.court_body(h.lab_b, LAB_B, over.oid, "counterfeit", upload)
+    h.lab_b.call("POST", f"/labs/{LAB_B}/appeals/{aid}/verdict", counterfeit, expect=(409,))
 
     h.execution(aid, "SUCCEEDED")
     shown = h.mkt.call("GET", f"/appeals/{aid}")
@@ -236,9 +245,9 @@ def test_appeal_overturn_and_timeout_on_the_real_asl(h: H) -> None:
     assert h.events.of("enforcement", of(eid, "EnforcementActionRescinded")) == []
     late_lab = expiring["retest_lab"]
     token = issue_token(h.info.token_secret, Role.LAB, "apl-late", late_lab)
-    ApiClient(h.info.api_url, token).call(
-        "POST", f"/labs/{late_lab}/appeals/{eid}/verdict", {"verdict": "authentic"}, expect=(409,)
-    )
+    late_client = ApiClient(h.info.api_url, token)
+    body = builders.court_body(late_client, late_lab, late.oid, "authentic", f"/labs/{late_lab}/appeals/{eid}/evidence")
+    late_client.call("POST", f"/labs/{late_lab}/appeals/{eid}/verdict", body, expect=(409,))
     assert h.d.orders.get_order(late.oid).verdict.value == "counterfeit"
     listed = h.pm.call("GET", f"/programs/{late.pid}/appeals?status=expired")["appeals"]
     assert [a["appeal_id"] for a in listed] == [eid]

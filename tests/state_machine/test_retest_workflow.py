@@ -25,6 +25,7 @@ from chalicelib.domain.models import Order, OrderStatus, VerdictKind
 from chalicelib.services.rounds import reservation_amount
 from testbuy.client import ApiClient
 from testbuy.sim.world import World
+from tests import builders
 from tests.state_machine.test_order_workflow import (
     ROUND_DEADLINE_S,
     Harness,
@@ -34,6 +35,13 @@ from tests.state_machine.test_order_workflow import (
     sim_seller,
 )
 
+LATE_COURT = {
+    "method": "XRF",
+    "analyst": "late-analyst",
+    "accreditation": "ISO/IEC 17025 cert 1",
+    "confidence": 0.9,
+    "report_sha256": "ab" * 32,
+}
 RUN = uuid.uuid4().hex[:8]
 LAB_A, LAB_B = f"lab-rt-a-{RUN}", f"lab-rt-b-{RUN}"
 
@@ -108,12 +116,13 @@ def outcome(local_stack: Any, stack_info: Any, market: ScriptedMarketplace) -> O
                 if key == (sellers["overdue"], 2):
                     # the first lab wakes up now: its late verdict is refused and changes nothing
                     late_before = h.d.orders.get_order(sample["order_id"])
-                    status, body, _ = labs[first_lab[key[0]]].request(
-                        "POST", f"/samples/{sample['order_id']}/verdict", {"verdict": "counterfeit"}
-                    )
+                    former = first_lab[key[0]]
+                    late_body = {"verdict": "counterfeit", **LATE_COURT}  # it can no longer upload to the sample
+                    status, body, _ = labs[former].request("POST", f"/samples/{sample['order_id']}/verdict", late_body)
                     late = (status, body)
                 if verdict is not None:
-                    client.call("POST", f"/samples/{sample['order_id']}/verdict", {"verdict": verdict}, expect=(201,))
+                    body = builders.court_body(client, lab_id, sample["order_id"], verdict)
+                    client.call("POST", f"/samples/{sample['order_id']}/verdict", body, expect=(201,))
         view = h.pm.call("GET", f"/programs/{pid}/rounds/{rid}")
         assert view["status"] != "failed", view
         if view["status"] == "completed":

@@ -21,7 +21,6 @@ from chalicelib.domain.models import (
     Round,
     RoundStatus,
     Timeouts,
-    VerdictIn,
     VerdictKind,
 )
 from chalicelib.services import appeals, lab, orders, rounds
@@ -174,7 +173,7 @@ def settled(
         ),
     )
     assert orders.forward_to_lab(w.deps, inp)["lab_id"] == labs[0]  # pinned: the first lab is labs[0]
-    lab.post_verdict(w.deps, oid, None, TECH1, VerdictIn(verdict=verdict), "c-1")
+    lab.post_verdict(w.deps, oid, None, TECH1, builders.court_verdict(w.deps.evidence, verdict), "c-1")
     for task in (orders.capture_spend, orders.request_refund, orders.enforce, orders.publish_outcome):
         task(w.deps, inp)
     assert w.orders.get_order(oid).status is OrderStatus.SETTLED

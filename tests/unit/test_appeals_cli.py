@@ -69,3 +69,37 @@ def test_lab_appeal_verdict_posts_to_its_own_lab(fake_api: FakeApi, tmp_path: Pa
     assert req["path"] == f"/labs/lab-2/appeals/{APPEAL['appeal_id']}/verdict"
     assert req["body"] == {"verdict": "authentic", "notes": "", "evidence": []}
     assert json.loads(res.stdout) == verdict
+
+
+def test_lab_appeal_verdict_uploads_its_report_to_the_appeal_and_sends_the_court_fields(
+    fake_api: FakeApi, tmp_path: Path
+) -> None:
+    import hashlib
+
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"re-test report: genuine")
+    digest = hashlib.sha256(report.read_bytes()).hexdigest()
+    verdict: dict[str, Any] = {"appeal_id": APPEAL["appeal_id"], "lab_id": "lab-2", "verdict": "authentic"}
+
+    def handler(m: str, p: str, q: Any, b: Any) -> tuple[int, Any]:
+        return (201, {"sha256": digest, "bytes": 23}) if p.endswith("/evidence") else (201, verdict)
+
+    fake_api.handler = handler
+    res = run(
+        "lab", "appeal-verdict", APPEAL["appeal_id"], "--verdict", "authentic", "--lab-id", "lab-2",
+        "--method", "XRF", "--analyst", "a-1", "--accreditation", "ISO 17025 #9", "--confidence", "0.8",
+        "--report", str(report), "--json", "--api-url", fake_api.url, "--token", "t",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    upload, post = fake_api.requests[-2:]
+    assert upload["path"] == f"/labs/lab-2/appeals/{APPEAL['appeal_id']}/evidence"
+    assert post["body"] == {
+        "verdict": "authentic",
+        "notes": "",
+        "evidence": [],
+        "method": "XRF",
+        "analyst": "a-1",
+        "accreditation": "ISO 17025 #9",
+        "confidence": 0.8,
+        "report_sha256": digest,
+    }

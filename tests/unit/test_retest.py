@@ -17,13 +17,13 @@ from chalicelib.domain.models import (
     OrderStatus,
     ProgramCreate,
     RetestPolicy,
-    VerdictIn,
     VerdictKind,
 )
 from chalicelib.services import lab, orders, retest
 from chalicelib.services.lab import WrongLab
 from chalicelib.services.retest import LabAttemptInput
 from chalicelib.services.rounds import summarize
+from tests import builders
 from tests.fakes import Boom, World, world
 from tests.unit.test_order_tasks import OID, PID, deliver, setup, to_placed
 
@@ -46,7 +46,8 @@ def at_first_lab(w: World, labs: list[str] = LABS, **policy: Any) -> LabAttemptI
 
 
 def post(w: World, lab_id: str, verdict: VerdictKind) -> tuple[Any, bool]:
-    return lab.post_verdict(w.deps, OID, lab_id, tech(lab_id), VerdictIn(verdict=verdict), "c")
+    req = builders.court_verdict(w.deps.evidence, verdict, report_text=f"report of {lab_id}: {verdict.value}")
+    return lab.post_verdict(w.deps, OID, lab_id, tech(lab_id), req, "c")
 
 
 def queue_of(w: World, lab_id: str) -> list[str]:

@@ -208,7 +208,9 @@ def test_enforcement_walks_a_lead_and_the_funnel_follows() -> None:
     assert m["time_in_stage"]["arrests"]["mean_days"] == 30
 
 
-def test_the_packager_hook_sets_the_package_hash_once() -> None:
+def test_the_lead_package_is_built_once_and_its_hash_carried_by_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.services import evidence_packages
+
     w, pid = start()
     calls: list[str] = []
 
@@ -216,7 +218,7 @@ def test_the_packager_hook_sets_the_package_hash_once() -> None:
         calls.append(lead.lead_id)  # type: ignore[attr-defined]
         return h("package")
 
-    w.deps.lead_packager = packager
+    monkeypatch.setattr(evidence_packages, "export_lead", packager)
     verdict(w, pid, "a", VerdictKind.COUNTERFEIT, T0, 1)
     inp = verdict(w, pid, "b", VerdictKind.COUNTERFEIT, T0, 1)
     orders.enforce(w.deps, inp)  # retry
@@ -276,3 +278,38 @@ def test_a_ring_ban_whatever_order_the_members_enforcements_run_in() -> None:
     later = {(r["action"], r["rule"]) for r in w.orders.get_order("ord-c-race").recommendations if r.get("ring_id")}
     earlier = [r for r in w.orders.get_order("ord-a-race").recommendations if r.get("ring_id")]
     assert ("ban_ring", "ring-repeat-offender") in later and earlier == []  # strikes before its verdict only
+
+
+def test_a_lead_whose_package_cannot_be_built_is_still_raised_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.domain.errors import InvalidState
+    from chalicelib.services import evidence_packages
+
+    def broken(d: object, lead: object) -> str:
+        raise InvalidState("the custody chain of a sample does not verify")
+
+    monkeypatch.setattr(evidence_packages, "export_lead", broken)
+    w, pid = start()
+    verdict(w, pid, "a", VerdictKind.COUNTERFEIT, T0, 1)
+    verdict(w, pid, "b", VerdictKind.COUNTERFEIT, T0, 1)
+    [lead] = leads.list_leads(w.deps, pid)
+    assert lead.package_sha256 is None
+    assert events(w, "LeadRaised")[0]["package_sha256"] is None  # the news is not held back
+
+
+def test_a_transient_packaging_failure_is_retried_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.services import evidence_packages
+
+    def flaky(d: object, lead: object) -> str:
+        raise ConnectionError("S3 unreachable")
+
+    monkeypatch.setattr(evidence_packages, "export_lead", flaky)
+    w, pid = start()
+    verdict(w, pid, "a", VerdictKind.COUNTERFEIT, T0, 1)
+    with pytest.raises(ConnectionError):
+        verdict(w, pid, "b", VerdictKind.COUNTERFEIT, T0, 1)
+    assert events(w, "LeadRaised") == []
+    monkeypatch.setattr(evidence_packages, "export_lead", lambda d, lead: h("package"))
+    inp = OrderTaskInput(order_id="ord-b-1", program_id=pid, round_id="rnd-test", correlation_id="corr")
+    orders.enforce(w.deps, inp)  # the task's retry finishes the job
+    [lead] = leads.list_leads(w.deps, pid)
+    assert lead.package_sha256 == h("package") and events(w, "LeadRaised")[0]["package_sha256"] == h("package")
