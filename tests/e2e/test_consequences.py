@@ -242,7 +242,10 @@ def test_a_ring_a_large_counterfeiter_an_appeal_and_their_events(local_stack: An
         assert all(
             d["ring_id"] == ring_id and d["shared_fingerprint_kinds"] == ["device", "payment_account"] for d in bans
         )
-        assert sorted(d["lead_id"] for d in of["LeadRaised"]) == sorted(x["lead_id"] for x in leads)
+        assert sorted((d["lead_id"], d["package_sha256"]) for d in of["LeadRaised"]) == sorted(
+            (x["lead_id"], x["package_sha256"]) for x in leads
+        )
+        assert all(x["package_sha256"] for x in leads), leads  # each lead with its evidence package attached
         assert of["LeadUpdated"] == [
             {"lead_id": big["lead_id"], "status": "case_opened", "previous_status": "submitted"}
         ]
