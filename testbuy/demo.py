@@ -69,8 +69,8 @@ class DemoConfig:
     large_counterfeiter: bool = True
     overdue_labs: tuple[str, ...] = ("lab-north",)
     lab_inconclusive_rate: float = 0.1
-    lab_retest_inconclusive_rate: float = 0.3
-    max_lab_attempts: int = 3
+    lab_retest_inconclusive_rate: float | None = None  # None: the same rate (drawn again, by lab and attempt)
+    max_lab_attempts: int = 2  # a re-test or a re-assignment, not both: a round waits at most one missed deadline
     appeal_decision_s: int = 300
     consequence_timeout_s: float = 90.0  # waits for appeal decisions and their events (a broken run only)
 
