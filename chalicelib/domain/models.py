@@ -108,35 +108,27 @@ class RetestPolicy(Strict):
     of the programme that has not examined it, up to ``max_lab_attempts`` labs in all (the first lab included).
 
     ``same_sample``: the sample itself is handed over (a custody entry from the first lab to the next).
-    ``second_unit`` (a second purchase for the re-test) is refused for now: it needs a second reservation on the
-    ledger and is not supported yet (docs/decisions.md, "Re-tests and re-assignment")."""
+    ``second_unit``: after an inconclusive verdict a second unit is bought from the same seller (a new order, its own
+    reservation, placement, delivery and capture) and sent to a lab that has not examined the first; a missed deadline
+    still hands the sample itself over (docs/decisions.md, "Re-tests and re-assignment", "A second unit")."""
 
     model_config = constraints(
-        "retest.mode: second_unit is not supported yet",
         "timeouts: delivery_seconds + min(max_lab_attempts, len(labs)) x verdict_seconds + max_jitter_seconds "
         f"<= {ORDER_WAIT_LIMIT_SECONDS}",
     )
 
     mode: Literal["same_sample", "second_unit"] = Field(
         default="same_sample",
-        description="same_sample: the sample goes to the next lab; second_unit: not supported yet",
+        description="after an inconclusive verdict: same_sample: the sample goes to the next lab; second_unit: a "
+        "second unit is bought from the same seller and goes to the next lab",
     )
     max_lab_attempts: StrictInt = Field(
         default=2,
         ge=1,
         le=MAX_LAB_ATTEMPTS,
-        description="labs that may examine one sample, the first included (1: no re-test, no re-assignment)",
+        description="labs that may examine one sample (every unit bought for it), the first included "
+        "(1: no re-test, no re-assignment)",
     )
-
-    @field_validator("mode")
-    @classmethod
-    def _supported(cls, mode: str) -> str:
-        if mode == "second_unit":
-            raise ValueError(
-                "retest mode second_unit (buying a second unit for the re-test) is not supported yet; "
-                "use same_sample (the sample itself goes to another lab)"
-            )
-        return mode
 
 
 def lab_attempts(retest: RetestPolicy, labs: list[str]) -> int:
@@ -371,6 +363,9 @@ class Round(Lenient):
         default=None, description="the frame's top-decile risk threshold (sellers at or above it are flagged)"
     )
     top_decile_flagged: int | None = Field(default=None, description="frame sellers at or above the threshold")
+    # second unit (issue 10 item 1): orders bought again for inconclusive samples; the round waits for them too
+    # (done when settled >= sampled + second_units), but they are not sampled units
+    second_units: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------------- orders
@@ -558,4 +553,13 @@ class Order(Lenient):
     labs_assigned_at: list[datetime] = Field(default_factory=list)
     retest_reasons: list[str] = Field(default_factory=list)
     last_lab_overdue: bool = False
-    # --- end retest
+    # --- second unit (issue 10 item 1, retest mode second_unit): a unit bought again for an inconclusive sample.
+    # ``parent_order_id``: the sampled unit (the order the round drew) this order re-tests; None for a sampled unit.
+    # ``unit_number``: 1 for the sampled unit, n for the n-th unit bought for it. ``second_unit_order_id``: the next
+    # unit bought after this order's inconclusive verdict. ``prior_labs``: labs that examined the earlier units (a
+    # second unit never goes to them; they count toward ``retest.max_lab_attempts``).
+    parent_order_id: str | None = None
+    unit_number: int = 1
+    second_unit_order_id: str | None = None
+    prior_labs: list[str] = Field(default_factory=list)
+    # --- end second unit
