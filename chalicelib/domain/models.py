@@ -115,6 +115,8 @@ class RetestPolicy(Strict):
     model_config = constraints(
         "timeouts: delivery_seconds + min(max_lab_attempts, len(labs)) x verdict_seconds + max_jitter_seconds "
         f"<= {ORDER_WAIT_LIMIT_SECONDS}",
+        "retest.mode second_unit: timeouts.round_seconds >= min(max_lab_attempts, len(labs)) x (max_jitter_seconds "
+        "+ delivery_seconds + verdict_seconds)",
     )
 
     mode: Literal["same_sample", "second_unit"] = Field(
@@ -134,6 +136,14 @@ class RetestPolicy(Strict):
 def lab_attempts(retest: RetestPolicy, labs: list[str]) -> int:
     """How many labs one sample may wait for at most: each of them adds one verdict wait to the execution."""
     return max(1, min(retest.max_lab_attempts, len(set(labs))))
+
+
+def second_unit_round_seconds(retest: RetestPolicy, labs: list[str], timeouts: Timeouts) -> int:
+    """Retest mode ``second_unit``: the longest a sample may take, its units bought one after another (at most one
+    unit per lab attempt, each with its jitter, delivery and verdict waits; a re-assignment after a missed deadline
+    uses up a lab attempt too, so the verdict waits of all units together are at most ``lab_attempts``)."""
+    t = timeouts
+    return lab_attempts(retest, labs) * (t.max_jitter_seconds + t.delivery_seconds + t.verdict_seconds)
 
 
 # --- end retest
@@ -175,6 +185,17 @@ class ProgramCreate(Strict):
                 f"{waits} s is more than {ORDER_WAIT_LIMIT_SECONDS} s: an order execution could outlive Step "
                 "Functions' one year limit; shorten verdict_seconds or lower retest.max_lab_attempts"
             )
+        # --- second unit: a unit bought after an inconclusive verdict runs after its parent; the round must wait
+        # for the last one (every unit's jitter, delivery and verdict waits; the labs of all units count together)
+        if self.retest.mode == "second_unit":
+            needed = second_unit_round_seconds(self.retest, self.labs, t)
+            if t.round_seconds < needed:
+                raise ValueError(
+                    f"timeouts.round_seconds = {t.round_seconds} s is less than {needed} s, what a sample may need "
+                    f"in retest mode second_unit ({attempts} units in turn, each max_jitter_seconds + "
+                    "delivery_seconds + verdict_seconds): the round would end before a second unit is examined; "
+                    "raise round_seconds, or lower retest.max_lab_attempts"
+                )
         return self
 
 

@@ -529,6 +529,7 @@ def round_orders(
                 "delivered_at": o.delivered_at.isoformat() if o.delivered_at is not None else None,
                 "created_at": o.created_at.isoformat(),
                 "updated_at": o.updated_at.isoformat(),
+                "parent_order_id": o.parent_order_id,  # second unit (issue 10 item 1)
             }
             for o in page
         ],

@@ -232,3 +232,40 @@ def test_units_fold_second_units_into_their_sampled_unit() -> None:
         second_unit.second_unit_id("ord-a", 1)
     assert second_unit.second_unit_id("ord-a", 2) == second_unit.second_unit_id("ord-a", 2)
     assert second_unit.second_unit_id("ord-a", 2) != second_unit.second_unit_id("ord-a", 3)
+
+
+def test_the_round_must_outlast_every_unit_a_sample_may_need() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pydantic import ValidationError
+
+    from chalicelib.domain.models import ProgramCreate
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    base: dict[str, Any] = {
+        "name": "p",
+        "currency": "CNY",
+        "budget": 1000,
+        "period_start": now,
+        "period_end": now + timedelta(days=30),
+        "round_size": 1,
+        "labs": LABS,
+    }
+    waits = {"delivery_seconds": 10, "verdict_seconds": 20, "max_jitter_seconds": 5}
+    # three labs, three attempts: three units in turn, 35 s each
+    ok = ProgramCreate(
+        **base, timeouts={**waits, "round_seconds": 105}, retest={"mode": "second_unit", "max_lab_attempts": 3}
+    )
+    assert ok.retest.mode == "second_unit"
+    with pytest.raises(ValidationError) as err:
+        ProgramCreate(
+            **base, timeouts={**waits, "round_seconds": 104}, retest={"mode": "second_unit", "max_lab_attempts": 3}
+        )
+    assert "round_seconds" in str(err.value) and "105 s" in str(err.value)
+    # only as many units as labs may examine them; same_sample is not held to it (unchanged)
+    ProgramCreate(
+        **{**base, "labs": ["lab-1", "lab-2"]},
+        timeouts={**waits, "round_seconds": 70},
+        retest={"mode": "second_unit", "max_lab_attempts": 3},
+    )
+    ProgramCreate(**base, timeouts={**waits, "round_seconds": 1}, retest={"max_lab_attempts": 3})
