@@ -18,7 +18,7 @@ from chalicelib.services.orders import OrderTaskInput
 from chalicelib.services.retest import LabAttemptInput
 from chalicelib.services.rounds import summarize
 from tests import builders
-from tests.fakes import World, world
+from tests.fakes import Boom, World, world
 from tests.unit.test_order_tasks import AMOUNT, OID, PID, RID, SELLER, deliver, setup, to_placed
 
 S = OrderStatus
@@ -269,3 +269,33 @@ def test_the_round_must_outlast_every_unit_a_sample_may_need() -> None:
         retest={"mode": "second_unit", "max_lab_attempts": 3},
     )
     ProgramCreate(**base, timeouts={**waits, "round_seconds": 1}, retest={"max_lab_attempts": 3})
+
+
+@pytest.mark.parametrize("broken", ["start", "publish"])
+def test_a_task_that_failed_after_creating_the_unit_finishes_the_job_on_retry(
+    broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = world()
+    inp = inconclusive_first(w)
+    if broken == "publish":
+        w.events.fail_next("publish")
+    else:
+        real = w.workflow.start
+        calls = {"n": 0}
+
+        def start_once_broken(machine: str, name: str, payload: Any) -> str:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise Boom("start")
+            return real(machine, name, payload)
+
+        monkeypatch.setattr(w.workflow, "start", start_once_broken)
+    with pytest.raises(Boom):
+        retest.next_lab(w.deps, inp)
+    child_id = second_unit.second_unit_id(OID, 2)
+    assert w.orders.get_order(OID).second_unit_order_id == child_id  # the unit is written ...
+    assert retest.next_lab(w.deps, inp)["action"] == "settle"  # ... and the retry finishes the job
+    assert ("order", child_id) in w.workflow.started
+    assert w.rounds.get_round(PID, RID).second_units == 1
+    assert len(w.events.unique("RetestRequested")) == 1
+    assert len(second_unit.second_units(w.orders.list_round_orders(RID))) == 1
