@@ -11,7 +11,10 @@ alone:
 - the lab missed its deadline: ``VerdictDeadlineMissed`` (escalation) and, when a lab is left, ``REASSIGN`` (the same
   hand-over and ``RetestRequested``), else ``settle`` with ``reassigned_to=None`` (capture, no verdict: the money
   was spent on delivery);
-- a verdict that landed just as the deadline passed counts as the verdict (no escalation).
+- a verdict that landed just as the deadline passed counts as the verdict (no escalation);
+- retest mode ``second_unit``: an inconclusive verdict buys the item again instead of handing the sample over
+  (``chalicelib.services.second_units``: a new order for a lab no earlier unit used, its own execution) and this
+  order settles; a missed deadline still re-assigns the sample itself.
 
 Each lab attempt has its own wait point (``verdict`` for the first, ``verdict<n>`` after), its own verdict record and
 its own ``VerdictRecorded``; the lab the sample was taken from can no longer post for it
