@@ -107,6 +107,13 @@ class OrderRepository(Protocol):
         """Every lab attempt's verdict, by attempt."""
         ...
 
+    def create_second_unit(self, parent_order_id: str, unit: Order) -> tuple[Order, bool]:
+        """Second unit (retest mode ``second_unit``): store ``unit`` (a new sampled-status order bought again for
+        the parent's inconclusive sample), set the parent's ``second_unit_order_id`` and count the unit on its round
+        (``Round.second_units``: the round waits for it), all at once and once. The unit already stored (a retry):
+        (it, False). The parent linked to another unit: ``InvalidState``."""
+        ...
+
     # --- end retest
 
     def mark_settled(self, order_id: str, at: datetime) -> Order:

@@ -155,6 +155,12 @@ class FakeRounds(Failures):
     def round_token(self, program_id: str, round_id: str) -> str | None:
         return self.tokens.get((program_id, round_id))
 
+    def add_second_unit(self, program_id: str, round_id: str) -> Round:  # second unit (issue 10 item 1)
+        rnd = self.get_round(program_id, round_id)
+        rnd = rnd.model_copy(update={"second_units": rnd.second_units + 1})
+        self.rounds[(program_id, round_id)] = rnd
+        return rnd
+
     def add_settled(self, program_id: str, round_id: str) -> Round:
         rnd = self.get_round(program_id, round_id)
         rnd = rnd.model_copy(update={"settled": rnd.settled + 1})
@@ -346,6 +352,23 @@ class FakeOrders(Failures):
         with self._lock:
             stored = self.arrivals.setdefault((order_id, point), dict(payload))
         return stored, self.tokens.get((order_id, point))
+
+    # --- second unit (issue 10 item 1)
+    def create_second_unit(self, parent_order_id: str, unit: Order) -> tuple[Order, bool]:
+        self.check("create_second_unit")
+        with self._lock:
+            parent = self.get_order(parent_order_id)
+            if unit.order_id in self.orders:
+                return self.orders[unit.order_id], False
+            if parent.second_unit_order_id not in (None, unit.order_id):
+                raise InvalidState(f"order {parent_order_id} already has second unit {parent.second_unit_order_id}")
+            self._rounds.get_round(unit.program_id, unit.round_id)
+            self.orders[unit.order_id] = unit
+            self.orders[parent_order_id] = parent.model_copy(update={"second_unit_order_id": unit.order_id})
+            self._rounds.add_second_unit(unit.program_id, unit.round_id)
+            return unit, True
+
+    # --- end second unit
 
     def finalize(self, order_id: str, program_id: str, round_id: str) -> Round:
         self.check("finalize")

@@ -472,6 +472,56 @@ class DynamoOrders(DynamoTable):
 
     # --- end retest
 
+    # --- second unit (issue 10 item 1)
+    def create_second_unit(self, parent_order_id: str, unit: Order) -> tuple[Order, bool]:
+        """One transaction: the new order (put only if absent), the parent's ``second_unit_order_id`` (only unset or
+        already this unit) and the round's ``second_units`` counter (+1), so the round waits for the unit exactly
+        once. The unit already there (a retry): returns it, created False."""
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": to_item(self._order_item(unit)),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(f"ORDER#{parent_order_id}", "META"),
+                            "UpdateExpression": "SET second_unit_order_id = :u",
+                            "ConditionExpression": "attribute_exists(pk) AND "
+                            "(attribute_not_exists(second_unit_order_id) OR second_unit_order_id = :u)",
+                            "ExpressionAttributeValues": {":u": av(unit.order_id)},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._key(f"PROGRAM#{unit.program_id}", f"ROUND#{unit.round_id}"),
+                            "UpdateExpression": "ADD second_units :one",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": {":one": av(1)},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if not codes or codes[0] != "ConditionalCheckFailed":
+                if codes and "TransactionConflict" not in codes:
+                    raise InvalidState(
+                        f"order {parent_order_id} already has another second unit, or its round is gone",
+                        details=[{"field": "second_unit_order_id", "reasons": codes}],
+                    ) from None
+                raise
+            return self.get_order(unit.order_id), False
+        return unit, True
+
+    # --- end second unit
+
     def mark_settled(self, order_id: str, at: datetime) -> Order:
         return self._apply(order_id, E.CAPTURED, at, removes=_LAB_QUEUE)
 

@@ -87,6 +87,10 @@ class RoundOrder(Out):
     delivered_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # second unit (issue 10 item 1): set on a unit bought again for an inconclusive sample (not a sampled unit)
+    parent_order_id: str | None = Field(
+        default=None, description="the sampled order this purchase re-tests (retest mode second_unit)"
+    )
 
 
 class RoundOrders(Out):

@@ -202,6 +202,9 @@ class RetestRequested(EventData):
     to_lab: str
     attempt: int = Field(ge=1, description="the lab attempt this re-test starts (the first lab is attempt 1)")
     second_unit: bool = Field(default=False, description="a second unit is bought for the re-test")
+    second_unit_order_id: str | None = Field(
+        default=None, description="the order of the unit bought for the re-test (when second_unit)"
+    )
 
 
 class VerdictDeadlineMissed(EventData):

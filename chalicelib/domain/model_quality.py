@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from chalicelib.domain import second_unit
 from chalicelib.domain.errors import FieldError
 from chalicelib.domain.models import Order, Round, VerdictKind
 
@@ -436,7 +437,7 @@ def section(rounds: Sequence[tuple[Round, Sequence[Order]]]) -> dict[str, Any]:
         used += 1
         population += rnd.population
         flagged += rnd.top_decile_flagged or 0
-        for o in orders:
+        for o in second_unit.units(orders):  # a second unit is never a unit of its own (issue 10 item 1)
             if not o.exploration or o.exploration_pi is None or o.risk is None:
                 continue
             if o.verdict is None or not o.verdict.conclusive:

@@ -108,40 +108,42 @@ class RetestPolicy(Strict):
     of the programme that has not examined it, up to ``max_lab_attempts`` labs in all (the first lab included).
 
     ``same_sample``: the sample itself is handed over (a custody entry from the first lab to the next).
-    ``second_unit`` (a second purchase for the re-test) is refused for now: it needs a second reservation on the
-    ledger and is not supported yet (docs/decisions.md, "Re-tests and re-assignment")."""
+    ``second_unit``: after an inconclusive verdict a second unit is bought from the same seller (a new order, its own
+    reservation, placement, delivery and capture) and sent to a lab that has not examined the first; a missed deadline
+    still hands the sample itself over (docs/decisions.md, "Re-tests and re-assignment", "A second unit")."""
 
     model_config = constraints(
-        "retest.mode: second_unit is not supported yet",
         "timeouts: delivery_seconds + min(max_lab_attempts, len(labs)) x verdict_seconds + max_jitter_seconds "
         f"<= {ORDER_WAIT_LIMIT_SECONDS}",
+        "retest.mode second_unit: timeouts.round_seconds >= min(max_lab_attempts, len(labs)) x (max_jitter_seconds "
+        "+ delivery_seconds + verdict_seconds)",
     )
 
     mode: Literal["same_sample", "second_unit"] = Field(
         default="same_sample",
-        description="same_sample: the sample goes to the next lab; second_unit: not supported yet",
+        description="after an inconclusive verdict: same_sample: the sample goes to the next lab; second_unit: a "
+        "second unit is bought from the same seller and goes to the next lab",
     )
     max_lab_attempts: StrictInt = Field(
         default=2,
         ge=1,
         le=MAX_LAB_ATTEMPTS,
-        description="labs that may examine one sample, the first included (1: no re-test, no re-assignment)",
+        description="labs that may examine one sample (every unit bought for it), the first included "
+        "(1: no re-test, no re-assignment)",
     )
-
-    @field_validator("mode")
-    @classmethod
-    def _supported(cls, mode: str) -> str:
-        if mode == "second_unit":
-            raise ValueError(
-                "retest mode second_unit (buying a second unit for the re-test) is not supported yet; "
-                "use same_sample (the sample itself goes to another lab)"
-            )
-        return mode
 
 
 def lab_attempts(retest: RetestPolicy, labs: list[str]) -> int:
     """How many labs one sample may wait for at most: each of them adds one verdict wait to the execution."""
     return max(1, min(retest.max_lab_attempts, len(set(labs))))
+
+
+def second_unit_round_seconds(retest: RetestPolicy, labs: list[str], timeouts: Timeouts) -> int:
+    """Retest mode ``second_unit``: the longest a sample may take, its units bought one after another (at most one
+    unit per lab attempt, each with its jitter, delivery and verdict waits; a re-assignment after a missed deadline
+    uses up a lab attempt too, so the verdict waits of all units together are at most ``lab_attempts``)."""
+    t = timeouts
+    return lab_attempts(retest, labs) * (t.max_jitter_seconds + t.delivery_seconds + t.verdict_seconds)
 
 
 # --- end retest
@@ -183,6 +185,17 @@ class ProgramCreate(Strict):
                 f"{waits} s is more than {ORDER_WAIT_LIMIT_SECONDS} s: an order execution could outlive Step "
                 "Functions' one year limit; shorten verdict_seconds or lower retest.max_lab_attempts"
             )
+        # --- second unit: a unit bought after an inconclusive verdict runs after its parent; the round must wait
+        # for the last one (every unit's jitter, delivery and verdict waits; the labs of all units count together)
+        if self.retest.mode == "second_unit":
+            needed = second_unit_round_seconds(self.retest, self.labs, t)
+            if t.round_seconds < needed:
+                raise ValueError(
+                    f"timeouts.round_seconds = {t.round_seconds} s is less than {needed} s, what a sample may need "
+                    f"in retest mode second_unit ({attempts} units in turn, each max_jitter_seconds + "
+                    "delivery_seconds + verdict_seconds): the round would end before a second unit is examined; "
+                    "raise round_seconds, or lower retest.max_lab_attempts"
+                )
         return self
 
 
@@ -371,6 +384,9 @@ class Round(Lenient):
         default=None, description="the frame's top-decile risk threshold (sellers at or above it are flagged)"
     )
     top_decile_flagged: int | None = Field(default=None, description="frame sellers at or above the threshold")
+    # second unit (issue 10 item 1): orders bought again for inconclusive samples; the round waits for them too
+    # (done when settled >= sampled + second_units), but they are not sampled units
+    second_units: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------------- orders
@@ -558,4 +574,13 @@ class Order(Lenient):
     labs_assigned_at: list[datetime] = Field(default_factory=list)
     retest_reasons: list[str] = Field(default_factory=list)
     last_lab_overdue: bool = False
-    # --- end retest
+    # --- second unit (issue 10 item 1, retest mode second_unit): a unit bought again for an inconclusive sample.
+    # ``parent_order_id``: the sampled unit (the order the round drew) this order re-tests; None for a sampled unit.
+    # ``unit_number``: 1 for the sampled unit, n for the n-th unit bought for it. ``second_unit_order_id``: the next
+    # unit bought after this order's inconclusive verdict. ``prior_labs``: labs that examined the earlier units (a
+    # second unit never goes to them; they count toward ``retest.max_lab_attempts``).
+    parent_order_id: str | None = None
+    unit_number: int = 1
+    second_unit_order_id: str | None = None
+    prior_labs: list[str] = Field(default_factory=list)
+    # --- end second unit

@@ -52,6 +52,10 @@ ORDER_FIELDS = (
     "refunded",
     "created_at",
     "updated_at",
+    # second unit (issue 10 item 1): which sampled unit this purchase re-tests, and the unit bought after it
+    "parent_order_id",
+    "unit_number",
+    "second_unit_order_id",
 )
 
 

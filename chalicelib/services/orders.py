@@ -232,10 +232,17 @@ def record_delivery(d: Deps, notice: DeliveryNotice) -> dict[str, Any]:
     return {"order_id": order.order_id, "accepted": True}
 
 
+def first_lab_for(order: Order, labs: list[str]) -> str:
+    """The first lab of an order, chosen by its id. A second unit (issue 10 item 1) never goes to a lab that
+    examined an earlier unit of its sample (``prior_labs``; the second unit is bought only while one is left)."""
+    candidates = [lab for lab in labs if lab not in order.prior_labs] or labs
+    return candidates[int(order.order_id[-8:], 16) % len(candidates)]
+
+
 def forward_to_lab(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     order = d.orders.get_order(inp.order_id)
     program = d.programs.get_program(order.program_id)
-    lab_id = order.lab_id or program.labs[int(order.order_id[-8:], 16) % len(program.labs)]
+    lab_id = order.lab_id or first_lab_for(order, program.labs)
     now = d.clock.now()
     # --- custody (issue 8 item 5): the first entry, logged by this task, once (a retry finds it and skips it)
     custody.append(
@@ -563,7 +570,7 @@ def finalize(d: Deps, inp: OrderTaskInput) -> dict[str, Any]:
     if order.status not in TERMINAL and order.status is not S.NEEDS_RECONCILIATION:
         needs_reconciliation(d, inp.model_copy(update={"error": {"Error": f"finalized while {order.status.value}"}}))
     rnd = d.orders.finalize(order.order_id, order.program_id, order.round_id)
-    if rnd.settled >= rnd.sampled:
+    if rnd.settled >= rnd.sampled + rnd.second_units:  # second units (issue 10 item 1) are waited for too
         token = d.rounds.round_token(order.program_id, order.round_id)
         if token:
             d.workflow.succeed(token, {"settled": rnd.settled})

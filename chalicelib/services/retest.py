@@ -11,7 +11,10 @@ alone:
 - the lab missed its deadline: ``VerdictDeadlineMissed`` (escalation) and, when a lab is left, ``REASSIGN`` (the same
   hand-over and ``RetestRequested``), else ``settle`` with ``reassigned_to=None`` (capture, no verdict: the money
   was spent on delivery);
-- a verdict that landed just as the deadline passed counts as the verdict (no escalation).
+- a verdict that landed just as the deadline passed counts as the verdict (no escalation);
+- retest mode ``second_unit``: an inconclusive verdict buys the item again instead of handing the sample over
+  (``chalicelib.services.second_units``: a new order for a lab no earlier unit used, its own execution) and this
+  order settles; a missed deadline still re-assigns the sample itself.
 
 Each lab attempt has its own wait point (``verdict`` for the first, ``verdict<n>`` after), its own verdict record and
 its own ``VerdictRecorded``; the lab the sample was taken from can no longer post for it
@@ -26,12 +29,13 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from chalicelib.domain import second_unit
 from chalicelib.domain.custody import Actor
 from chalicelib.domain.errors import InvalidState
 from chalicelib.domain.events import RetestRequested, VerdictDeadlineMissed, deterministic_event_id, envelope
 from chalicelib.domain.lifecycle import OrderEvent
 from chalicelib.domain.models import Order, OrderStatus, Program, lab_attempts
-from chalicelib.services import custody
+from chalicelib.services import custody, second_units
 from chalicelib.services.deps import Deps
 from chalicelib.services.lab import verdict_point
 from chalicelib.services.orders import OrderTaskInput, await_point
@@ -56,9 +60,10 @@ def await_verdict(d: Deps, order_id: str, token: str) -> dict[str, Any]:
 
 def next_lab_for(order: Order, program: Program) -> str | None:
     """The lab the sample goes to next: one of the programme's labs that has not had it, chosen by the order id
-    (the same on every retry); ``None`` when none is left or the programme's attempts are used up."""
-    tried = set(order.labs_tried or ([order.lab_id] if order.lab_id else []))
-    if order.lab_attempt >= lab_attempts(program.retest, program.labs):
+    (the same on every retry); ``None`` when none is left or the programme's attempts are used up. The labs that
+    examined earlier units of the sample (a second unit's ``prior_labs``) count as tried and as attempts used."""
+    tried = set(second_unit.labs_used(order))
+    if len(order.prior_labs) + order.lab_attempt >= lab_attempts(program.retest, program.labs):
         return None
     candidates = [lab for lab in dict.fromkeys(program.labs) if lab not in tried]
     if not candidates:
@@ -101,6 +106,10 @@ def next_lab(d: Deps, inp: LabAttemptInput) -> dict[str, Any]:
         reason = "overdue"
     else:
         return _result("settle", order)  # anything else is for the capture to judge (it refuses what it must)
+    if reason == "inconclusive" and program.retest.mode == "second_unit":
+        # second unit (issue 10 item 1): buy the item again for another lab; this order settles as it is
+        second_units.buy_second_unit(d, order, program, inp.correlation_id)
+        return _result("settle", order)
     to_lab = next_lab_for(order, program)
     if to_lab is None:
         if reason == "overdue":

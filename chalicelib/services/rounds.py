@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from chalicelib.domain import estimation, model_quality, nonresponse, risk, sampling
+from chalicelib.domain import estimation, model_quality, nonresponse, risk, sampling, second_unit
 from chalicelib.domain.errors import InsufficientFunds, InvalidInput, InvalidState
 from chalicelib.domain.events import RoundCompleted, RoundFailed, deterministic_event_id, envelope
 from chalicelib.domain.models import (
@@ -219,7 +219,7 @@ def learned_risk(d: Deps, program_id: str, round_id: str, sellers: list[Any]) ->
     for rnd in d.rounds.list_rounds(program_id):
         if rnd.round_id == round_id:
             continue
-        for o in d.orders.list_round_orders(rnd.round_id):
+        for o in second_unit.units(d.orders.list_round_orders(rnd.round_id)):  # one outcome per sampled unit
             if o.verdict is not None and o.verdict.conclusive:
                 fake = o.verdict is VerdictKind.COUNTERFEIT
                 outcomes.append((o.category, fake))
@@ -255,7 +255,7 @@ def start_order(d: Deps, item: dict[str, Any]) -> dict[str, Any]:
 def await_orders(d: Deps, inp: RoundTaskInput, token: str) -> dict[str, Any]:
     """Park the round until its last order settles (that order's Finalize resumes it), unless all already have."""
     rnd = d.rounds.arm_round(inp.program_id, inp.round_id, token)
-    if rnd.settled >= rnd.sampled:
+    if rnd.settled >= rnd.sampled + rnd.second_units:
         d.workflow.succeed(token, {"settled": rnd.settled})
     return {"armed": True}
 
@@ -270,16 +270,23 @@ def summarize(
     (:func:`respondent_pi`). Exact: the design and the thinning probabilities. Assumed: refusals, losses, budget
     skips, inconclusive verdicts and open orders are missing at random within round x stratum x risk band
     (``chalicelib.domain.nonresponse`` says where that fails); ``nonresponse`` in the summary shows the classes.
+
+    Second units (retest mode ``second_unit``) are never units of their own: the statistics (sampled, placed,
+    delivered, verdicts, conclusive, hits, the estimate, nonresponse, failures) are per sampled unit, whose outcome
+    is the conclusive verdict of any of its units (``chalicelib.domain.second_unit.units``); the money and the
+    purchases (spent, refund rate, service quality, stuck) count every order bought, second units included.
     """
+    bought = list(orders)
+    orders = second_unit.units(bought)
     placed = [o for o in orders if o.marketplace_order_id is not None]
     delivered = [o for o in orders if o.delivered_at is not None]
     with_verdict = [o for o in orders if o.verdict is not None]
     conclusive = [o for o in with_verdict if o.verdict is not None and o.verdict.conclusive]
     hits = [o for o in conclusive if o.verdict is VerdictKind.COUNTERFEIT]
-    settled = [o for o in orders if o.status is OrderStatus.SETTLED]
+    settled = [o for o in bought if o.status is OrderStatus.SETTLED]
     refunded = [o for o in settled if o.refunded > 0]
     spent = sum((o.price or 0) - o.refunded for o in settled)
-    sq = [o.service_quality for o in orders if o.service_quality is not None]
+    sq = [o.service_quality for o in bought if o.service_quality is not None]
     summary: dict[str, Any] = {
         "population": population,
         "sampled": len(orders),
@@ -295,11 +302,11 @@ def summarize(
         "skipped_budget": sum(1 for o in orders if o.status is OrderStatus.SKIPPED_BUDGET),
         "spent": spent,
         "service_quality": sum(sq) / len(sq) if sq else None,
-        "stuck": sum(1 for o in orders if o.status not in TERMINAL_STATUSES),
+        "stuck": sum(1 for o in bought if o.status not in TERMINAL_STATUSES),
         "failures_by_reason": dict(sorted(Counter(o.failure for o in orders if o.failure).items())),
         "nonresponse": None,
         "estimate": None,
-        "retest": retest_counts(orders),
+        "retest": retest_counts(bought),
     }
     if conclusive:
         y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
@@ -322,17 +329,36 @@ def retest_counts(orders: list[Order]) -> dict[str, int]:
     """Re-tests and re-assignments (issue 10 item 1). A sample is conclusive only once a lab concluded: an order's
     verdict is its latest lab attempt's, so a sample re-tested to a conclusive verdict counts as conclusive (and as a
     respondent in the estimate), one that stayed inconclusive after all its attempts counts as nonresponse, as an
-    inconclusive verdict always did. ``overdue_escalations`` counts every missed lab deadline, re-assigned or not."""
-    settled = [o for o in orders if o.status in TERMINAL_STATUSES]
+    inconclusive verdict always did. ``overdue_escalations`` counts every missed lab deadline, re-assigned or not.
+
+    ``orders`` are every order bought (second units included). A second unit is a re-test of its sample:
+    ``retests_requested`` counts the same-sample hand-overs after an inconclusive verdict and the second units
+    created; ``second_units`` / ``second_units_bought`` / ``second_units_concluded`` count those created, placed at
+    the marketplace and concluded by a lab. A sample stays inconclusive once every unit bought for it is settled or
+    closed and none concluded."""
+    bought = list(orders)
+    seconds = second_unit.second_units(bought)
+    by_root: dict[str, list[Order]] = {}
+    for o in bought:
+        by_root.setdefault(second_unit.root_id(o), []).append(o)
+    retested = {root for root, group in by_root.items() if any(o.retest_reasons or o.parent_order_id for o in group)}
+    unit_list = second_unit.units(bought)
+    closed = {root for root, group in by_root.items() if all(o.status in TERMINAL_STATUSES for o in group)}
     return {
-        "retests_requested": sum(r == "inconclusive" for o in orders for r in o.retest_reasons),
-        "overdue_escalations": sum(r == "overdue" for o in orders for r in o.retest_reasons)
-        + sum(1 for o in orders if o.last_lab_overdue),
-        "retested_samples": sum(1 for o in orders if o.retest_reasons),
+        "retests_requested": sum(r == "inconclusive" for o in bought for r in o.retest_reasons) + len(seconds),
+        "overdue_escalations": sum(r == "overdue" for o in bought for r in o.retest_reasons)
+        + sum(1 for o in bought if o.last_lab_overdue),
+        "retested_samples": sum(1 for u in unit_list if u.order_id in retested),
         "concluded_after_retest": sum(
-            1 for o in orders if o.retest_reasons and o.verdict is not None and o.verdict.conclusive
+            1 for u in unit_list if u.order_id in retested and u.verdict is not None and u.verdict.conclusive
         ),
-        "stayed_inconclusive": sum(1 for o in settled if o.verdict is VerdictKind.INCONCLUSIVE),
+        "stayed_inconclusive": sum(
+            1 for u in unit_list if u.order_id in closed and u.verdict is VerdictKind.INCONCLUSIVE
+        ),
+        # --- second unit (retest mode second_unit)
+        "second_units": len(seconds),
+        "second_units_bought": sum(1 for o in seconds if o.marketplace_order_id is not None),
+        "second_units_concluded": sum(1 for o in seconds if o.verdict is not None and o.verdict.conclusive),
     }
 
 
@@ -344,7 +370,9 @@ def respondent_pi(orders: list[Order]) -> tuple[np.ndarray[Any, Any], dict[str, 
     rounds); respondents those with a conclusive verdict. Classes are round x stratum x risk band
     (``chalicelib.domain.nonresponse``): each respondent's pi is its recorded (thinned) pi times its class's
     weighted response rate. Assumed: missing at random within class; see that module for where it fails.
+    Second units are folded into their sampled units first (``second_unit.units``): one eligible unit each.
     """
+    orders = second_unit.units(orders)
     respondent = np.fromiter((o.verdict is not None and o.verdict.conclusive for o in orders), dtype=bool)
     pi = np.fromiter((o.pi for o in orders), dtype=np.float64, count=len(orders))
     groups = {key: k for k, key in enumerate(sorted({(o.round_id, o.stratum) for o in orders}))}
@@ -501,6 +529,7 @@ def round_orders(
                 "delivered_at": o.delivered_at.isoformat() if o.delivered_at is not None else None,
                 "created_at": o.created_at.isoformat(),
                 "updated_at": o.updated_at.isoformat(),
+                "parent_order_id": o.parent_order_id,  # second unit (issue 10 item 1)
             }
             for o in page
         ],
@@ -519,7 +548,7 @@ def program_metrics(d: Deps, program: Program) -> dict[str, Any]:
         orders = d.orders.list_round_orders(rnd.round_id)
         all_orders.extend(orders)
         per_round.append((rnd, orders))
-        conclusive = [o for o in orders if o.verdict is not None and o.verdict.conclusive]
+        conclusive = [o for o in second_unit.units(orders) if o.verdict is not None and o.verdict.conclusive]
         if conclusive and rnd.population:
             y = np.fromiter((o.verdict is VerdictKind.COUNTERFEIT for o in conclusive), dtype=np.float64)
             pi, _ = respondent_pi(orders)

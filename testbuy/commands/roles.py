@@ -86,6 +86,11 @@ def programs_create(
     max_lab_attempts: int | None = typer.Option(
         None, help="labs that may examine one sample (re-test, re-assignment; server default 2)"
     ),
+    retest_mode: str | None = typer.Option(
+        None,
+        help="after an inconclusive verdict: same_sample (the sample goes to another lab) or second_unit (a second "
+        "unit is bought from the seller for another lab); server default same_sample",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print the programme id only"),
     as_json: bool = JSON_OPT,
     profile: str | None = PROFILE_OPT,
@@ -116,8 +121,9 @@ def programs_create(
     }
     if any(v is not None for v in timeouts.values()):
         body["timeouts"] = {k: v for k, v in timeouts.items() if v is not None}
-    if max_lab_attempts is not None:
-        body["retest"] = {"max_lab_attempts": max_lab_attempts}
+    retest = {"mode": retest_mode, "max_lab_attempts": max_lab_attempts}
+    if any(v is not None for v in retest.values()):
+        body["retest"] = {k: v for k, v in retest.items() if v is not None}
     program = api.call("POST", "/programs", body, expect=(201,))
     if as_json:
         emit_json(program)

@@ -531,8 +531,7 @@ def value_cases() -> list[Any]:
         (p, "period_start not a date", b(p, period_start="yesterday"), "period_start"),
         (p, "timeouts.delivery_seconds=0", b(p, timeouts={"delivery_seconds": 0}), "timeouts.delivery_seconds"),
         (p, "timeouts extra field", b(p, timeouts={"hours": 1}), "timeouts.hours"),
-        # retest (issue 10 item 1): a second unit per re-test is not supported yet, and says so
-        (p, "retest mode second_unit", b(p, retest={"mode": "second_unit"}), "retest.mode"),
+        (p, "retest mode unknown", b(p, retest={"mode": "third_unit"}), "retest.mode"),
         (p, "retest max_lab_attempts=0", b(p, retest={"max_lab_attempts": 0}), "retest.max_lab_attempts"),
         (f, "currency lower case", b(f, currency="usd"), "currency"),
         (f, "reference empty", b(f, reference=""), "reference"),

@@ -206,6 +206,9 @@ def test_the_round_summary_counts_retests_and_escalations(outcome: Outcome) -> N
         "retested_samples": 2,
         "concluded_after_retest": 2,
         "stayed_inconclusive": 0,
+        "second_units": 0,
+        "second_units_bought": 0,
+        "second_units_concluded": 0,
     }
     assert summary["conclusive"] == 2 and summary["counterfeit_hits"] == 1 and summary["stuck"] == 0
     b = outcome.h.balance(outcome.pid)

@@ -787,3 +787,6 @@ def test_programs_create_sends_the_retest_attempts(fake_api: FakeApi) -> None:
     assert fake_api.requests[0]["body"]["retest"] == {"max_lab_attempts": 2}
     assert run(*common, *tail).exit_code == 0
     assert "retest" not in fake_api.requests[1]["body"]
+    # second unit (issue 10 item 1): --retest-mode is passed on as given (the API validates it)
+    assert run(*common, "--lab", "a", "--lab", "b", "--retest-mode", "second_unit", *tail).exit_code == 0
+    assert fake_api.requests[2]["body"]["retest"] == {"mode": "second_unit"}

@@ -121,6 +121,9 @@ def test_inconclusive_goes_to_another_lab_whose_conclusive_verdict_resumes_the_e
         "retested_samples": 1,
         "concluded_after_retest": 1,
         "stayed_inconclusive": 0,
+        "second_units": 0,
+        "second_units_bought": 0,
+        "second_units_concluded": 0,
     }
 
 
@@ -282,7 +285,6 @@ def test_the_execution_deadline_counts_every_lab_attempt() -> None:
 @pytest.mark.parametrize(
     ("retest_in", "needle"),
     [
-        ({"mode": "second_unit"}, "not supported yet"),
         ({"mode": "elsewhere"}, "same_sample"),
         ({"max_lab_attempts": 0}, "greater than or equal to 1"),
         ({"max_lab_attempts": 6}, "less than or equal to 5"),
