@@ -195,17 +195,18 @@ def _verdict_follow_ups(d: Deps, order: Order, verdict: Verdict, actor: Actor, c
     anchor = Anchor(entry.seq + 1, entry.mac)
     # --- end custody
     current = d.orders.get_order(order_id)
-    # --- a confirmed counterfeit counts for its seller (and the seller's ring) from the moment it is recorded, before
-    # the execution resumes: a ring member's enforcement, whatever the order the executions run in, then sees every
-    # member's counterfeit recorded before its own (enforce() records it again: idempotent on the order id). Not
-    # after an overturn: a replayed verdict must not restore a rescinded strike.
-    if verdict.verdict is VerdictKind.COUNTERFEIT and current.verdict_overturned_by is None:
-        d.orders.record_confirmed(order.seller_id, order_id, verdict.recorded_at)
     if current.status is S.AT_LAB and current.lab_attempt == verdict.attempt:
         try:
             d.orders.mark_verdict(order_id, verdict.verdict, d.clock.now(), attempt=verdict.attempt)
         except InvalidState:
             pass  # re-assigned meanwhile: the verdict of a former attempt moves nothing
+    # --- a confirmed counterfeit counts for its seller (and the seller's ring) from the moment it is recorded, before
+    # the execution resumes: a ring member's enforcement, whatever the order the executions run in, then sees every
+    # member's counterfeit recorded before its own (enforce() records it again: idempotent on the order id). Not
+    # after an overturn: a replayed verdict must not restore a rescinded strike. After mark_verdict, so the sample
+    # leaves the lab's queue as soon as before.
+    if verdict.verdict is VerdictKind.COUNTERFEIT and current.verdict_overturned_by is None:
+        d.orders.record_confirmed(order.seller_id, order_id, verdict.recorded_at)
     arrival, token = d.orders.arrive(order_id, verdict_point(verdict.attempt), {"verdict": verdict.verdict.value})
     if token:
         d.workflow.succeed(token, dict(arrival))
