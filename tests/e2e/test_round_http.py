@@ -34,7 +34,10 @@ def test_round_completes_with_nothing_stuck(outcome: Outcome) -> None:
     assert sum(view["orders_by_status"].values()) == view["sampled"]
     assert outcome.market.webhook_failures == 0
     assert [e for lab in outcome.labs for e in lab.errors] == []
-    assert sum(lab.verdicts for lab in outcome.labs) == summary["verdicts"]
+    # one verdict per sample, and one more per re-test (an inconclusive verdict sends the sample to the other lab)
+    retests = summary["retest"]["retests_requested"]
+    assert sum(lab.verdicts for lab in outcome.labs) == summary["verdicts"] + retests
+    assert sum(lab.retests for lab in outcome.labs) == retests
 
 
 def test_ledger_reconciles_and_the_spend_report_matches_the_balances(outcome: Outcome) -> None:
